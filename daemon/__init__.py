@@ -1,0 +1,1 @@
+"""The per-device FlexNPU daemon (installed as ``flexnpu_daemon``)."""
