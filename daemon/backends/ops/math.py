@@ -37,10 +37,11 @@ def binary(call: OpCall) -> None:
     if not (is_float(dtype) or is_int(dtype) or dtype.kind == "c"):
         raise call.fail(f"unsupported dtype {dtype}")
     call.check_output_dtype(0, dtype)
-    try:
-        shape = np.broadcast_shapes(x1.shape, x2.shape)
-    except ValueError:
-        raise call.fail(f"shapes {x1.shape} and {x2.shape} do not broadcast") from None
+    if x1.shape != x2.shape:
+        try:
+            np.broadcast_shapes(x1.shape, x2.shape)
+        except ValueError:
+            raise call.fail(f"shapes {x1.shape} and {x2.shape} do not broadcast") from None
     a, b = as_compute(x1), as_compute(x2)
     if call.op_type != "Div":
         result = _ARITHMETIC[call.op_type](a, b)
@@ -52,7 +53,7 @@ def binary(call: OpCall) -> None:
         result = np.where((a64 < 0) != (b64 < 0), -quotient, quotient)
     else:
         result = np.true_divide(a, b)
-    call.store(0, np.broadcast_to(result, shape))
+    call.store(0, result)  # numpy gives the result the broadcast shape
 
 
 @op("Cast")
