@@ -612,6 +612,33 @@ def test_incre_flash_attention_kv_lengths_per_batch(layout, dtype, rng):
     close(masked, to_layout(expected_masked, layout), dtype)
 
 
+def test_attention_never_reads_keys_past_the_valid_length(rng):
+    b, n, smax, d = 2, 2, 6, 4
+    q, k, v = qkv(rng, b, n, n, 1, smax, d, F32)
+    lengths = [3, 5]
+    clean = run(
+        "IncreFlashAttention",
+        [q, k, v],
+        [(q.shape, F32)],
+        num_heads=n,
+        input_layout="BNSD",
+        actual_seq_lengths=lengths,
+    )
+    for i, length in enumerate(lengths):  # garbage in the unwritten tail of a KV cache
+        k[i, :, length:] = np.nan
+        v[i, :, length:] = np.inf
+    dirty = run(
+        "IncreFlashAttention",
+        [q, k, v],
+        [(q.shape, F32)],
+        num_heads=n,
+        input_layout="BNSD",
+        actual_seq_lengths=lengths,
+    )
+    np.testing.assert_array_equal(dirty, clean)
+    close(clean, naive_attention(q, k, v, 1.0, lambda b_, i, j: j < lengths[b_]), F32)
+
+
 def test_fused_infer_attention_score_matches_pfa_and_ifa(rng):
     b, n, nkv, s, d = 2, 4, 1, 5, 8
     q, k, v = qkv(rng, b, n, nkv, s, s, d, F32)

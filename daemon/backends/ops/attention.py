@@ -223,7 +223,12 @@ def _attention(call: OpCall, scale_attr: str, decode: bool) -> None:
     if decode and heads.q_len != 1:
         raise call.fail(f"query must hold one token per batch row, got {heads.query_shape} ({heads.layout})")
     allowed = _allowed_positions(call, heads, decode)
-    out, lse = _attend(heads.q, heads.k, heads.v, call.attr_float(scale_attr, 1.0), allowed[:, None])
+    # Keys no row attends to are never read, as on the device: they may hold garbage (a KV cache's
+    # unwritten tail), and 0 * nan would leak into the output.
+    used = allowed.any(axis=1)  # (B, Skv)
+    end = int(np.flatnonzero(used.any(axis=0))[-1]) + 1 if used.any() else 0
+    k, v = heads.k[:, :, :end], np.where(used[:, None, :end, None], heads.v[:, :, :end], np.float32(0))
+    out, lse = _attend(heads.q, k, v, call.attr_float(scale_attr, 1.0), allowed[:, None, :, :end])
     results = [heads.from_bnsd(out)]
     if len(call.outputs) == 2:
         call.check_output_dtype(1, np.float32)
