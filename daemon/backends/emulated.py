@@ -14,11 +14,12 @@ Streams.  Each stream is an in-order queue.  ``workers`` executor threads take r
 round-robin, one command at a time, so streams run concurrently with each other; a stream whose
 head is a wait on an unfinished event is parked (it holds no thread) until that record runs.
 ``on_done(code)`` is called on the executor thread after each command, before the stream counts as
-idle, so a synchronize that returns has seen every callback.  A failing command makes its code
-sticky: later commands on the stream are skipped with that code (a skipped event record still
-counts as reached, so no other stream waits forever) until ``synchronize_stream`` reports and
-clears it.  ``synchronize_device`` reports the first sticky error (streams in creation order) and
-clears them all.
+idle, so a synchronize that returns has seen every callback (a callback may call the device, but
+must not synchronize its own stream).  Stream priorities are recorded, not yet used.  A failing
+command makes its code sticky: later commands on the stream are skipped with that code (a skipped
+event record still counts as reached, so no other stream waits forever) until
+``synchronize_stream`` reports and clears it.  ``synchronize_device`` reports the first sticky
+error (streams in creation order) and clears them all.
 
 Events.  A record takes a timestamp (time.perf_counter_ns) when it runs; a wait waits for the
 latest record submitted before it (even when records of one event on several streams finish out
@@ -28,6 +29,14 @@ complete.
 Pacing.  With ``pacer`` (any object with ``duration_s(cmd) -> float``) a command's stream is held
 until that modelled duration has passed since the command started, without holding a thread, so
 real clients see modelled NPU speed.
+
+Dropping.  ``destroy_stream(discard_pending=True)`` and ``close`` drop queued commands without
+running them or calling their ``on_done`` (dropped event records count as reached), and wait only
+for the command that is running; after they return, nothing touches the dropped commands' buffers.
+
+Operators.  A LaunchOp's TensorArgs become numpy views of device memory (checked against the
+allocation and the data buffer's size); an input whose dtype is ACL_DT_UNDEFINED is an absent
+optional input.  Internal formats (NC1HWC0, FRACTAL_Z, FRACTAL_NZ) are ACL_ERROR_FORMAT_NOT_MATCH.
 
 Invalid streams or events given to the device are ACL_ERROR_RT_INVALID_HANDLE; any call on a
 closed device is ACL_ERROR_RT_FAILURE (and so is a synchronize that the close interrupted).
@@ -146,6 +155,8 @@ class Allocator:
 
     def find(self, addr: int) -> Optional[tuple[int, int, int]]:
         """(start, block size, usable size) of the live block containing addr, or None."""
+        if not isinstance(addr, (int, np.integer)):
+            return None
         i = bisect.bisect_right(self._live_starts, addr) - 1
         if i < 0:
             return None
@@ -369,7 +380,7 @@ class EmulatedDevice(Device):
             )
         with self._mem_lock:
             self._check_open()
-            found = self._alloc.find(addr) if isinstance(addr, (int, np.integer)) else None
+            found = self._alloc.find(addr)
             mem = self._mem
         if found is None:
             raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"device address {_hex(addr)} is in no allocation")
