@@ -14,6 +14,7 @@ import sys
 # Modules that contribute sub-commands, in the order `flexnpu --help` lists them.
 _COMMAND_MODULES = [
     "flexnpu.shm_cli",
+    "flexnpu.sim.cli",
 ]
 
 
