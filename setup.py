@@ -6,6 +6,7 @@ Environment switches (read at build time):
 Our own C (the headers in flexnpu/_c) is compiled with -Wall -Wextra -Werror in every build.
 """
 
+import glob
 import os
 import sys
 
@@ -57,6 +58,7 @@ def ext(name, source):
     return Extension(
         name,
         [source],
+        depends=glob.glob("flexnpu/_c/*.h"),  # rebuild when a header changes
         include_dirs=["flexnpu/_c", numpy.get_include()],
         define_macros=macros,
         extra_compile_args=compile_args,

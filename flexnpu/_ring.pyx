@@ -478,6 +478,8 @@ cdef class Ring:
         cdef uint32_t pushed = 0, extra = 0
         cdef Py_ssize_t n
         self._check_open()
+        if isinstance(records, np.ndarray) and not records.flags.c_contiguous:
+            records = np.ascontiguousarray(records)
         try:
             PyObject_GetBuffer(records, &view, PyBUF_SIMPLE)
         except BufferError:

@@ -3,6 +3,7 @@ fails (after the leftovers are cleaned up, so one leak does not cascade into oth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -17,6 +18,26 @@ def _segments() -> set[str]:
         return {e for e in os.listdir(SHM_DIR) if e.startswith("flexnpu-")}
     except FileNotFoundError:
         return set()
+
+
+def _ours(segment: str, children: set[int]) -> bool:
+    """Made by this test run: by this process, a child of it, or a process that has died.
+
+    Segments of unrelated live processes (another test run on the same machine) are not ours.
+    """
+    try:
+        owner = int(segment.split("-")[2])
+    except (IndexError, ValueError):
+        return True
+    if owner == os.getpid() or owner in children:
+        return True
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _children() -> dict[int, str]:
@@ -52,13 +73,14 @@ def no_leaks():
     segments_before = _segments()
     children_before = set(_children())
     yield
+    children_seen = set(_children())
     deadline = time.monotonic() + 2.0
     while True:  # give children that are already exiting a moment
         leaked_children = {p: c for p, c in _children().items() if p not in children_before}
         if not leaked_children or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    leaked_segments = _segments() - segments_before
+    leaked_segments = {s for s in _segments() - segments_before if _ours(s, children_seen)}
     for pid in leaked_children:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -66,10 +88,8 @@ def no_leaks():
         except (ProcessLookupError, ChildProcessError):
             pass
     for name in leaked_segments:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(SHM_DIR, name))
-        except FileNotFoundError:
-            pass
     problems = []
     if leaked_segments:
         problems.append(f"leaked shared-memory segments: {sorted(leaked_segments)}")

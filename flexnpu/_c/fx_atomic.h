@@ -12,10 +12,12 @@
 #define FX_ATOMIC_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -117,14 +119,39 @@ static inline uint64_t fx_deadline_after(uint64_t timeout_ns)
 }
 
 /* ---- process liveness -------------------------------------------------------------------- */
-/* 1 if a process with this pid exists (EPERM: exists, owned by someone else). */
+/* 1 if a process with this pid exists and has not exited (EPERM: exists, another user's).  A
+ * zombie (exited, not yet reaped by its parent) counts as dead: it will never drain a ring. */
 static inline int fx_pid_alive(int32_t pid)
 {
     if (pid <= 0)
         return 0;
-    if (kill((pid_t)pid, 0) == 0)
+    if (kill((pid_t)pid, 0) != 0 && errno != EPERM)
+        return 0;
+#ifdef __linux__
+    char path[32], buf[256];
+    int len = 0;
+    for (int32_t v = pid, div = 1000000000; div > 0; div /= 10)  /* itoa without stdio */
+        if (v / div || len || div == 1)
+            path[6 + len++] = (char)('0' + (v / div) % 10);
+    memcpy(path, "/proc/", 6);
+    memcpy(path + 6 + len, "/stat", 6);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno != ENOENT;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
         return 1;
-    return errno == EPERM;
+    buf[n] = 0;
+    /* "pid (comm) S ...": the state follows the last ')' (comm may contain ')') */
+    char *state = NULL;
+    for (ssize_t i = 0; i < n; i++)
+        if (buf[i] == ')')
+            state = &buf[i];
+    if (state && state + 2 < buf + n && (state[2] == 'Z' || state[2] == 'X'))
+        return 0;
+#endif
+    return 1;
 }
 
 /* ---- futex on shared memory -------------------------------------------------------------- */
