@@ -85,6 +85,7 @@ MQ_PREFIX = "flexnpubench-"
 # this benchmark would otherwise remove a ring before the child has attached it.  We unlink ours in
 # `finally`, and sweep_stale() removes those of a benchmark that was SIGKILLed.
 SEG_PREFIX = "flexnpubench-"
+TMP_PREFIX = "flexnpu-perf-"  # the build directory of the C floors: <tmp>/flexnpu-perf-<uid>-<pid>-*
 SHM_DIR = Path("/dev/shm")
 
 
@@ -121,9 +122,10 @@ def leftovers() -> list[str]:
 
 
 def sweep_stale() -> list[str]:
-    """Remove benchmark segments and POSIX queues whose creating process is dead."""
+    """Remove benchmark segments, POSIX queues and build directories whose creating process is dead."""
     removed = []
-    for d, prefix in ((SHM_DIR, SEG_PREFIX), (Path("/dev/mqueue"), MQ_PREFIX)):
+    for d, prefix in ((SHM_DIR, SEG_PREFIX), (Path("/dev/mqueue"), MQ_PREFIX),
+                      (Path(tempfile.gettempdir()), TMP_PREFIX)):
         with contextlib.suppress(OSError):
             for entry in d.iterdir():
                 parts = entry.name[len(prefix):].split("-") if entry.name.startswith(prefix) else []
@@ -138,7 +140,10 @@ def sweep_stale() -> list[str]:
                 except ProcessLookupError:
                     pass
                 with contextlib.suppress(OSError):
-                    entry.unlink()
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
                     removed.append(str(entry))
     return removed
 
@@ -938,7 +943,7 @@ def run_all(plan: Plan, cpus, only_peers=PEERS) -> dict:
     res: dict = {"schema": "flexnpu.ring_peers/1", "machine": machine_info(cpus), "plan": asdict(plan)}
     fr, sr = plan.fast_reps, plan.reps
 
-    with tempfile.TemporaryDirectory(prefix="flexnpu-perf-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getuid()}-{os.getpid()}-") as tmp:
         exes = build_c(Path(tmp))
         probes: list[dict] = []
 

@@ -14,9 +14,11 @@
  */
 #define _GNU_SOURCE
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include "fx_atomic.h"
@@ -78,13 +80,17 @@ int main(int argc, char **argv)
     fx_store_relaxed_u64(&sh->counter, 0);
     uint64_t total = (uint64_t)iters * (uint64_t)(reps + 1); /* + one warm-up repetition */
 
+    /* Die with whoever runs us (the benchmark), and the child with us: nobody spins on orphaned. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         perror("fork");
         return 1;
     }
     if (pid == 0) {
-        if (pin(cpu_child) != 0)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent || pin(cpu_child) != 0)
             _exit(3);
         for (uint64_t i = 0; i < total; i++) {
             uint64_t want = 2 * i + 1;

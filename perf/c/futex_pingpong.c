@@ -16,9 +16,11 @@
  */
 #define _GNU_SOURCE
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include "fx_atomic.h"
@@ -103,13 +105,17 @@ int main(int argc, char **argv)
     fx_store_relaxed_u64(&sh->child_waits, 0);
     uint64_t total = (uint64_t)iters * (uint64_t)(reps + 1); /* + one warm-up repetition */
 
+    /* Die with whoever runs us (the benchmark), and the child with us: nobody spins on orphaned. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         perror("fork");
         return 1;
     }
     if (pid == 0) {
-        if (pin(cpu_child) != 0)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent || pin(cpu_child) != 0)
             _exit(3);
         uint64_t waits = 0;
         for (uint64_t i = 1; i <= total; i++) {
