@@ -259,3 +259,20 @@ def test_sweep_command_writes_table_and_plots(tmp_path, capsys):
 def test_markdown_table_handles_missing_values():
     text = markdown_table([{"policy": "fifo", "rate_scale": 1.0, "ttft_p50_s": None}])
     assert "| fifo | x1 | n/a |" in text
+
+
+def test_results_script_smoke(tmp_path):
+    """perf/pd_results.py --smoke: every part through the same code as the full run, in seconds."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "perf", "pd_results.py")
+    spec = importlib.util.spec_from_file_location("pd_results", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--smoke", "--out", str(tmp_path), "--no-plots"]) == 0
+    data = json.loads((tmp_path / "pd_results.json").read_text())
+    assert {"qwen", "deepseek", "ablation", "speed"} <= set(data)
+    row = data["qwen"]["poisson"][0]
+    assert {"ttft_p50_cut", "throughput_change", "tpot_p50_change", "goal_met"} <= set(row)
+    assert any(k.startswith("dynamic on conv") for k in data["deepseek"]["goodput"])
+    assert "## Simulator speed" in (tmp_path / "pd_summary.md").read_text()

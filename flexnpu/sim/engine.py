@@ -133,7 +133,8 @@ class _View:
         return self._i.pending
 
     def running(self):
-        return list(self._i.running_ops.values())
+        # released work waiting for the chip (time-slicing) counts as released
+        return [*self._i.running_ops.values(), *self._i.queued.values()]
 
     def paused(self, stream: int) -> bool:
         return stream in self._i.paused

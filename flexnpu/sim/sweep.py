@@ -113,23 +113,33 @@ def sweep(config: SimConfig, spec: WorkloadSpec, policies: list[str], rates: lis
     return out
 
 
-def search_pd_ratio(config: SimConfig, spec: WorkloadSpec, seed: int = 0, span: int = 2,
-                    start: float = 1.0) -> tuple[tuple[int, int], dict[str, Any]]:
-    """DistServe-style placement search for ``static-disagg``: around the ratio that balances the pools'
-    busy time for the mean mix, try each prefill:decode split within ``span`` instances and keep the one
-    with the highest goodput (ties: the analytic one)."""
+def search_pd_ratio(config: SimConfig, spec: WorkloadSpec, seed: int = 0, start: float = 1.0,
+                    max_runs: int = 14) -> tuple[tuple[int, int], dict[str, Any]]:
+    """DistServe-style placement search for ``static-disagg``: start from the ratio that balances the
+    pools' busy time for the mean mix, then climb to the neighbouring prefill:decode split with the
+    higher goodput until neither neighbour is better (goodput is unimodal in the split)."""
     cfg = replace(config, policy="static-disagg", pd_ratio=None)
     cluster = Cluster(cfg, spec.build(start, seed))
     n = cluster.n_instances
     analytic = cluster.pd_ratio
     assert analytic is not None
-    tried: dict[str, float] = {}
-    best, best_rate = analytic, -1.0
-    for n_p in sorted(range(max(1, analytic[0] - span), min(n - 1, analytic[0] + span) + 1),
-                      key=lambda x: abs(x - analytic[0])):
-        ratio = (n_p, n - n_p)
-        g = goodput(replace(cfg, pd_ratio=ratio), spec, seed, start=start)
-        tried[f"{n_p}:{n - n_p}"] = g.rate_scale
-        if g.rate_scale > best_rate * (1 + 1e-9):
-            best, best_rate = ratio, g.rate_scale
-    return best, {"analytic": f"{analytic[0]}:{analytic[1]}", "goodput_rate_scale_by_ratio": tried}
+    scores: dict[int, float] = {}
+
+    def score(n_p: int) -> float:
+        if n_p not in scores:
+            hint = max(scores.values(), default=start) or start
+            scores[n_p] = goodput(replace(cfg, pd_ratio=(n_p, n - n_p)), spec, seed, start=hint,
+                                  max_runs=max_runs).rate_scale
+        return scores[n_p]
+
+    cur = analytic[0]
+    while True:
+        options = [x for x in (cur - 1, cur + 1) if 1 <= x <= n - 1]
+        best = max(options, key=score, default=cur)
+        if score(best) > score(cur) * (1 + 1e-9):
+            cur = best
+        else:
+            break
+    info = {"analytic": f"{analytic[0]}:{analytic[1]}",
+            "goodput_rate_scale_by_ratio": {f"{k}:{n - k}": v for k, v in sorted(scores.items())}}
+    return (cur, n - cur), info
