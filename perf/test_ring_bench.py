@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,11 @@ def live_consumer_ring():
             if cpus:
                 os.sched_setaffinity(0, {cpus[0]})
             kids.start(drain_until_closed, r, DEFAULT_SPIN_NS)
-            r.push(REC)  # returns once the child is attached and draining (the ring has room)
+            r.push(REC)
+            deadline = time.monotonic() + 30
+            while len(r):  # the consumer is attached and draining before the clock starts
+                assert time.monotonic() < deadline, "the consumer process did not start draining"
+                time.sleep(0.005)
             try:
                 yield r
             finally:
