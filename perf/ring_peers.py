@@ -201,11 +201,15 @@ class BenchError(Exception):
 
 
 _abort_reason: list[str] = []  # set by a child monitor thread before it signals the main thread
+_watchdogs = [0]  # how many watchdog blocks are active (the main thread's only)
 
 
 def _abort_main(reason: str) -> None:
+    """Wake the main thread out of a blocking wait, if a watchdog is there to turn it into BenchError
+    (without one, SIGALRM's default action would kill the process: Children.join_ok reports instead)."""
     _abort_reason.append(reason)
-    signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+    if _watchdogs[0]:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -241,9 +245,11 @@ def watchdog(seconds: float, what: str):
 
     old = signal.signal(signal.SIGALRM, fire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
+    _watchdogs[0] += 1
     try:
         yield
     finally:
+        _watchdogs[0] -= 1
         signal.setitimer(signal.ITIMER_REAL, 0)
         # A child monitor may still fire once after we return: never let that kill the process.
         signal.signal(signal.SIGALRM, signal.SIG_IGN if old in (signal.SIG_DFL, None) else old)
