@@ -53,6 +53,7 @@ cdef extern from "fx_ring.h" nogil:
     int fx_ring_open(fx_ring *r, void *base, uint64_t mapped)
 
     uint32_t fx_ring_try_push(fx_ring *r, const void *src, uint32_t n)
+    int fx_ring_push_message(fx_ring *r, const void *src, uint32_t n, uint64_t deadline, uint64_t spin_ns)
     uint32_t fx_ring_push_wait(fx_ring *r, const void *src, uint32_t n, uint64_t deadline,
                                uint64_t spin_ns, int *status)
     uint32_t fx_ring_available(const fx_ring *r, uint32_t max)
@@ -61,6 +62,7 @@ cdef extern from "fx_ring.h" nogil:
     uint32_t fx_ring_pop_wait(fx_ring *r, void *dst, uint32_t max, uint64_t deadline,
                               uint64_t spin_ns, int *status)
     int fx_ring_wait_data(fx_ring *r, uint64_t deadline, uint64_t spin_ns)
+    int fx_ring_spin_data(fx_ring *r, uint64_t spin_ns)
     int fx_ring_readable(const fx_ring *r)
     int fx_ring_closed(const fx_ring *r)
     uint64_t fx_ring_size(const fx_ring *r)

@@ -243,16 +243,17 @@ static inline uint64_t fx_ring_size(const fx_ring *r)
     return tail >= head ? tail - head : 0;
 }
 
-static inline int fx_ring_has_space(const fx_ring *r)
+static inline int fx_ring_has_space(const fx_ring *r, uint32_t need)
 {
     uint64_t tail = fx_load_relaxed_u64(&r->hdr->tail);
-    return tail - fx_load_acquire_u64(&r->hdr->head) < r->capacity;
+    return tail - fx_load_acquire_u64(&r->hdr->head) + need <= r->capacity;
 }
 
 /* ---- produce ------------------------------------------------------------------------------- */
 
-/* Claim up to `want` consecutive slots; returns how many (0 if full), first position in *pos. */
-static inline uint32_t fx_ring_claim(fx_ring *r, uint32_t want, uint64_t *pos)
+/* Claim up to `want` consecutive slots (exactly `want` or none if `exact`); returns how many
+ * (0 if full), first position in *pos. */
+static inline uint32_t fx_ring_claim_n(fx_ring *r, uint32_t want, int exact, uint64_t *pos)
 {
     uint64_t cap = r->capacity;
     uint64_t p = fx_load_relaxed_u64(&r->hdr->tail);
@@ -264,7 +265,7 @@ static inline uint32_t fx_ring_claim(fx_ring *r, uint32_t want, uint64_t *pos)
             head = fx_load_acquire_u64(&r->hdr->head);
             fx_store_release_u64(&r->cached_head, head);
             used = p - head;
-            if (used >= cap) {
+            if (used >= cap || (exact && cap - used < want)) {
                 /* Our view of tail may be stale too: only report full once it is current. */
                 uint64_t t = fx_load_relaxed_u64(&r->hdr->tail);
                 if (t == p)
@@ -299,6 +300,11 @@ static inline void fx_ring_publish(fx_ring *r, uint64_t pos, uint32_t n)
     for (uint32_t i = 0; i < n; i++)
         fx_store_relaxed_u64(&r->seqs[(pos + i) & r->mask], pos + i + 1);
     fx_doorbell_notify(r->data_bell);
+}
+
+static inline uint32_t fx_ring_claim(fx_ring *r, uint32_t want, uint64_t *pos)
+{
+    return fx_ring_claim_n(r, want, 0, pos);
 }
 
 /* Push up to n records without waiting; returns how many were pushed. */
@@ -363,14 +369,14 @@ static inline uint32_t fx_ring_try_pop(fx_ring *r, void *dst, uint32_t max)
         }                                                                                      \
     } while (0)
 
-/* Wait until at least one slot is free.  FX_OK, FX_TIMEOUT, FX_CLOSED, FX_PEER_DEAD or FX_INTR. */
-static inline int fx_ring_wait_space(fx_ring *r, uint64_t deadline, uint64_t spin_ns)
+/* Wait until `need` slots are free.  FX_OK, FX_TIMEOUT, FX_CLOSED, FX_PEER_DEAD or FX_INTR. */
+static inline int fx_ring_wait_space(fx_ring *r, uint32_t need, uint64_t deadline, uint64_t spin_ns)
 {
-    FX_SPIN_UNTIL(fx_ring_has_space(r) || fx_ring_closed(r), spin_ns);
+    FX_SPIN_UNTIL(fx_ring_has_space(r, need) || fx_ring_closed(r), spin_ns);
     for (;;) {
         if (fx_ring_closed(r))
             return FX_CLOSED;
-        if (fx_ring_has_space(r))
+        if (fx_ring_has_space(r, need))
             return FX_OK;
         uint64_t now = fx_now_ns();
         if (now >= deadline)
@@ -379,7 +385,7 @@ static inline int fx_ring_wait_space(fx_ring *r, uint64_t deadline, uint64_t spi
             return FX_PEER_DEAD;
         fx_doorbell *b = &r->hdr->space_bell;
         uint32_t epoch = fx_doorbell_prepare(b);
-        if (fx_ring_has_space(r) || fx_ring_closed(r)) {
+        if (fx_ring_has_space(r, need) || fx_ring_closed(r)) {
             fx_doorbell_cancel(b);
             continue;
         }
@@ -387,6 +393,13 @@ static inline int fx_ring_wait_space(fx_ring *r, uint64_t deadline, uint64_t spi
         if (fx_doorbell_park(b, epoch, until) == EINTR)
             return FX_INTR;
     }
+}
+
+/* Spin (without parking) until the next record is published or spin_ns passes: 1 if readable. */
+static inline int fx_ring_spin_data(fx_ring *r, uint64_t spin_ns)
+{
+    FX_SPIN_UNTIL(fx_ring_readable(r) || fx_ring_closed(r), spin_ns);
+    return fx_ring_readable(r);
 }
 
 /* Wait until the next record is published.  FX_OK, FX_TIMEOUT, FX_CLOSED or FX_INTR. */
@@ -459,13 +472,35 @@ static inline uint32_t fx_ring_push_wait(fx_ring *r, const void *src, uint32_t n
                                  n - done);
         if (done == n)
             break;
-        int rc = fx_ring_wait_space(r, deadline, spin_ns);
+        int rc = fx_ring_wait_space(r, 1, deadline, spin_ns);
         if (rc != FX_OK) {
             *status = rc;
             break;
         }
     }
     return done;
+}
+
+/* Push one message of n records (n <= capacity) all together, waiting for room: FX_OK or why
+ * not (nothing was pushed then). */
+static inline int fx_ring_push_message(fx_ring *r, const void *src, uint32_t n, uint64_t deadline,
+                                       uint64_t spin_ns)
+{
+    if (n == 0 || n > r->capacity)
+        return FX_FULL;
+    for (;;) {
+        if (fx_ring_closed(r))
+            return FX_CLOSED;
+        uint64_t pos;
+        if (fx_ring_claim_n(r, n, 1, &pos)) {
+            fx_ring_fill(r, pos, src, n);
+            fx_ring_publish(r, pos, n);
+            return FX_OK;
+        }
+        int rc = fx_ring_wait_space(r, n, deadline, spin_ns);
+        if (rc != FX_OK)
+            return rc;
+    }
 }
 
 /* Pop up to max records, waiting for the first one until the deadline. */
