@@ -69,6 +69,9 @@ def ext(name, source):
 
 extensions = [
     ext("flexnpu._ring", "flexnpu/_ring.pyx"),
+    ext("flexnpu._proto", "flexnpu/_proto.pyx"),
+    ext("flexnpu._acl_hooks", "flexnpu/_acl_hooks.pyx"),
+    ext("flexnpu_daemon._drainer", "daemon/_drainer.pyx"),
 ]
 
 # `daemon/` is installed as `flexnpu_daemon`: a top-level `daemon` package would collide with python-daemon.
@@ -78,7 +81,7 @@ packages += ["flexnpu_daemon"] + ["flexnpu_daemon." + p for p in find_packages("
 setup(
     packages=packages,
     package_dir={"flexnpu_daemon": "daemon"},
-    package_data={"flexnpu": ["_c/*.h", "*.pxd"]},
+    package_data={"flexnpu": ["_c/*.h", "*.pxd", "_preload/*.py"]},
     ext_modules=cythonize(
         extensions,
         include_path=["."],

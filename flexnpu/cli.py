@@ -13,7 +13,10 @@ import sys
 
 # Modules that contribute sub-commands, in the order `flexnpu --help` lists them.
 _COMMAND_MODULES = [
-    "flexnpu.shm_cli",
+    "flexnpu.commands.daemon",
+    "flexnpu.commands.status",
+    "flexnpu.commands.run",
+    "flexnpu.commands.shm",
     "flexnpu.sim.cli",
 ]
 

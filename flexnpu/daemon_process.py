@@ -1,0 +1,95 @@
+"""Starting and stopping device daemons as processes (``flexnpu daemon``, ``flexnpu run``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Optional
+
+from flexnpu import control
+from flexnpu.errors import DaemonError
+
+READY_TIMEOUT_S = 60.0
+
+
+def daemon_command(device: int, backend: str, memory: int) -> list[str]:
+    return [sys.executable, "-m", "flexnpu_daemon", "--device", str(device), "--backend", backend,
+            "--memory", str(memory)]
+
+
+def spawn(device: int, backend: str = "emulated", memory: int = 16 << 30, detach: bool = False,
+          log_path: Optional[str] = None) -> subprocess.Popen:
+    """Start a daemon for `device` and wait until it accepts clients.
+
+    Attached (the default, for ``flexnpu run``): a child of this process whose output we read.
+    Detached: its own session, output to `log_path`, outliving this process.
+    """
+    cmd = daemon_command(device, backend, memory)
+    if detach:
+        log = open(log_path or os.devnull, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not control.is_running(device):
+            if proc.poll() is not None:
+                raise DaemonError(f"the daemon for device {device} exited with status {proc.returncode}"
+                                  + (f"; see {log_path}" if log_path else ""))
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise DaemonError(f"the daemon for device {device} did not start within {READY_TIMEOUT_S:.0f} s")
+            time.sleep(0.05)
+        return proc
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # "READY <socket> pid <pid>", or an error, or EOF
+    if not line.startswith("READY"):
+        proc.wait(10)
+        raise DaemonError(line.strip() or f"the daemon for device {device} exited with status {proc.returncode}")
+    return proc
+
+
+def stop(device: int, proc: Optional[subprocess.Popen] = None, timeout: float = 15.0) -> bool:
+    """Ask the daemon of `device` to stop and wait for it; False if none was running."""
+    try:
+        pid = control.request(device, {"op": "ping"}, timeout=2.0)["pid"]
+        control.request(device, {"op": "stop"}, timeout=5.0)
+    except DaemonError:
+        if proc is None:
+            return False
+        pid = proc.pid
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return True
+        if proc is None and not _alive(pid):
+            return True
+        time.sleep(0.02)
+    _signal(pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait(5)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours has exited
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
