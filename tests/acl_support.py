@@ -96,9 +96,7 @@ class Tensor:
         return download(self._acl, self.ptr, self.shape, self.dtype)
 
 
-def launch(
-    acl: Any, op_type: str, inputs: list[Tensor], outputs: list[Tensor], attr: int = 0, stream: int = 0
-) -> int:
+def launch(acl: Any, op_type: str, inputs: list[Tensor], outputs: list[Tensor], attr: int = 0, stream: int = 0) -> int:
     return acl.op.execute_v2(
         op_type,
         [t.desc for t in inputs],

@@ -10,7 +10,7 @@ command and submit it: no logging, no copies beyond the attribute snapshot.
 Configuration (constructor arguments, else the environment, read once):
 
 * ``FLEXNPU_MEMORY``: device memory per device, bytes or a size such as ``16GiB`` / ``512MiB``
-  (default 16 GiB; see :func:`parse_size`);
+  (default 16 GiB; ``flexnpu.sizes.parse_size``);
 * ``FLEXNPU_VISIBLE_DEVICES``: comma-separated physical ids; ``acl`` device ``i`` is the ``i``-th
   (default one device, ``0``);
 * ``FLEXNPU_SOC``: the SoC name the devices report (default ``Ascend910B2``).
@@ -54,7 +54,6 @@ import mmap
 import numbers
 import operator
 import os
-import re
 import threading
 import types
 from typing import Any, Optional
@@ -90,38 +89,18 @@ from flexnpu.acl._api import (
     check_desc_args,
     make_handle,
 )
+from flexnpu.sizes import parse_size
 
 DEFAULT_MEMORY = 16 * 2**30
 DEFAULT_SOC = "Ascend910B2"
 _NULL_PAGE = 4096  # host pointers below this are null, not memory
 _ADDRESS_END = 2**64
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_POLICY_BITS = (
-    C.ACL_MEM_TYPE_LOW_BAND_WIDTH | C.ACL_MEM_TYPE_HIGH_BAND_WIDTH | C.ACL_MEM_ACCESS_USER_SPACE_READONLY
-)
-_STREAM_FLAGS = (
-    C.ACL_STREAM_FAST_LAUNCH | C.ACL_STREAM_FAST_SYNC | C.ACL_STREAM_PERSISTENT | C.ACL_STREAM_HUGE
-)
+_POLICY_BITS = C.ACL_MEM_TYPE_LOW_BAND_WIDTH | C.ACL_MEM_TYPE_HIGH_BAND_WIDTH | C.ACL_MEM_ACCESS_USER_SPACE_READONLY
+_STREAM_FLAGS = C.ACL_STREAM_FAST_LAUNCH | C.ACL_STREAM_FAST_SYNC | C.ACL_STREAM_PERSISTENT | C.ACL_STREAM_HUGE
 _EVENT_FLAGS = C.ACL_EVENT_SYNC | C.ACL_EVENT_TIME_LINE | C.ACL_EVENT_EXTERNAL | C.ACL_EVENT_IPC
 _STREAM_PRIORITIES = range(0, 8)  # aclrtDeviceGetStreamPriorityRange on 910B: 0 (highest) .. 7
 _NO_ATTRS: Any = types.MappingProxyType({})
-_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(i?)(B?)\s*", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a size such as ``16GiB``, ``512MiB``, ``2G`` (binary) or ``1.5GB`` (decimal)."""
-    m = _SIZE.fullmatch(str(text))
-    if m is None:
-        raise ValueError(f"not a size: {text!r} (examples: 16GiB, 512MiB, 1073741824)")
-    number, prefix, binary, unit = m.groups()
-    power = "KMGT".find(prefix.upper()) + 1 if prefix else 0
-    base = 1000 if prefix and unit and not binary else 1024
-    if binary and not prefix:
-        raise ValueError(f"not a size: {text!r}")
-    value = int(float(number) * base**power)
-    if value <= 0:
-        raise ValueError(f"size must be positive: {text!r}")
-    return value
 
 
 def _int(value: Any) -> Optional[int]:
@@ -482,9 +461,17 @@ class DirectRuntime(AclRuntime):
         """The opened device (lock held), opening it if needed; raises DeviceError."""
         dev = self._devices.get(device_id)
         if dev is None:
-            device = EmulatedDevice(
-                device_id=self.physical_ids[device_id], memory_bytes=self.memory_bytes, soc_name=self.soc_name
-            )
+            try:
+                device = EmulatedDevice(
+                    device_id=self.physical_ids[device_id],
+                    memory_bytes=self.memory_bytes,
+                    soc_name=self.soc_name,
+                )
+            except (OSError, ValueError) as exc:  # the arena could not be mapped
+                raise DeviceError(
+                    C.ACL_ERROR_RT_MEMORY_ALLOCATION,
+                    f"cannot map {self.memory_bytes} bytes of device memory ({exc}): lower FLEXNPU_MEMORY",
+                ) from None
             dev = self._devices[device_id] = _Device(device_id, device)
         return dev
 
@@ -551,9 +538,7 @@ class DirectRuntime(AclRuntime):
         with self._lock:
             dev = self._devices.get(d)
             if dev is None or dev.set_count == 0:
-                return self._fail(
-                    C.ACL_ERROR_RT_INVALID_DEVICEID, f"device {d} was not set by acl.rt.set_device"
-                )
+                return self._fail(C.ACL_ERROR_RT_INVALID_DEVICEID, f"device {d} was not set by acl.rt.set_device")
             dev.set_count -= 1
             if dev.set_count == 0:
                 if dev.default_context is not None:
@@ -648,8 +633,7 @@ class DirectRuntime(AclRuntime):
         if f is None or f < 0 or f & ~_STREAM_FLAGS:
             return 0, self._fail(
                 C.ACL_ERROR_INVALID_PARAM,
-                f"stream flag {flag!r} is not a combination of ACL_STREAM_FAST_LAUNCH / FAST_SYNC / "
-                "PERSISTENT / HUGE",
+                f"stream flag {flag!r} is not a combination of ACL_STREAM_FAST_LAUNCH / FAST_SYNC / PERSISTENT / HUGE",
             )
         return self._create_stream(p)
 
@@ -843,9 +827,7 @@ class DirectRuntime(AclRuntime):
     def _malloc(self, size: Any, policy: Any, align32: bool) -> tuple[int, int]:
         n, p = _int(size), _int(policy)
         if n is None or n <= 0:
-            return 0, self._fail(
-                C.ACL_ERROR_INVALID_PARAM, f"malloc size must be a positive int, not {size!r}"
-            )
+            return 0, self._fail(C.ACL_ERROR_INVALID_PARAM, f"malloc size must be a positive int, not {size!r}")
         if p is None or p < 0 or (p & ~_POLICY_BITS) > C.ACL_MEM_MALLOC_HUGE1G_ONLY_P2P:
             return 0, self._fail(
                 C.ACL_ERROR_INVALID_PARAM,
@@ -869,17 +851,13 @@ class DirectRuntime(AclRuntime):
         try:
             ctx.dev.device.free(ptr)
         except DeviceError as exc:
-            return self._fail(
-                exc.code, f"acl.rt.free: {exc.message} (pass the pointer acl.rt.malloc returned)"
-            )
+            return self._fail(exc.code, f"acl.rt.free: {exc.message} (pass the pointer acl.rt.malloc returned)")
         return C.ACL_SUCCESS
 
     def malloc_host(self, size: int) -> tuple[int, int]:
         n = _int(size)
         if n is None or n <= 0:
-            return 0, self._fail(
-                C.ACL_ERROR_INVALID_PARAM, f"malloc_host size must be a positive int, not {size!r}"
-            )
+            return 0, self._fail(C.ACL_ERROR_INVALID_PARAM, f"malloc_host size must be a positive int, not {size!r}")
         try:
             mapping = mmap.mmap(-1, n)
         except (OSError, OverflowError, ValueError) as exc:
@@ -896,9 +874,7 @@ class DirectRuntime(AclRuntime):
         except TypeError:
             mapping = None
         if mapping is None:
-            return self._fail(
-                C.ACL_ERROR_INVALID_PARAM, f"{host_ptr!r} was not returned by acl.rt.malloc_host"
-            )
+            return self._fail(C.ACL_ERROR_INVALID_PARAM, f"{host_ptr!r} was not returned by acl.rt.malloc_host")
         mapping.close()  # nothing else exports it: the only export was dropped at malloc_host
         return C.ACL_SUCCESS
 
@@ -973,9 +949,7 @@ class DirectRuntime(AclRuntime):
                     device.copy(dst, src, count)
                 else:
                     ctypes.memmove(dst, src, count)
-        except _Invalid as exc:
-            return self._fail(exc.code, f"acl.rt.memcpy: {exc.message}")
-        except DeviceError as exc:
+        except (_Invalid, DeviceError) as exc:
             return self._fail(exc.code, f"acl.rt.memcpy: {exc.message}")
         return C.ACL_SUCCESS
 
@@ -1081,9 +1055,7 @@ class DirectRuntime(AclRuntime):
         if type(entry) is int:
             return entry
         if not isinstance(pids, (list, tuple)) or not all(_int(p) is not None for p in pids) or not pids:
-            return self._fail(
-                C.ACL_ERROR_INVALID_PARAM, f"pids must be a non-empty list of ints, not {pids!r}"
-            )
+            return self._fail(C.ACL_ERROR_INVALID_PARAM, f"pids must be a non-empty list of ints, not {pids!r}")
         if any(_int(p) != os.getpid() for p in pids):
             return self._fail(C.ACL_ERROR_RT_FEATURE_NOT_SUPPORT, self._IPC_ONLY_HERE)
         return C.ACL_SUCCESS
@@ -1139,9 +1111,7 @@ class DirectRuntime(AclRuntime):
         if a is None:
             return C.ACL_ERROR_INVALID_RESOURCE_HANDLE
         if not isinstance(name, str) or not name:
-            return self._fail(
-                C.ACL_ERROR_INVALID_PARAM, f"attribute name must be a non-empty str, not {name!r}"
-            )
+            return self._fail(C.ACL_ERROR_INVALID_PARAM, f"attribute name must be a non-empty str, not {name!r}")
         converted = convert(value)
         if converted is None:
             return self._fail(C.ACL_ERROR_INVALID_PARAM, f"attribute {name!r} needs {what}, not {value!r}")
@@ -1212,12 +1182,11 @@ class DirectRuntime(AclRuntime):
         return C.ACL_SUCCESS
 
     def _tensor_args(self, descs: Any, buffers: Any, what: str) -> list[TensorArg]:
+        """The TensorArgs of parallel desc and buffer lists; raises _Invalid."""
         if not isinstance(descs, (list, tuple)) or not isinstance(buffers, (list, tuple)):
             raise _Invalid(C.ACL_ERROR_INVALID_PARAM, f"{what} descs and buffers must be lists")
         if len(descs) != len(buffers):
-            raise _Invalid(
-                C.ACL_ERROR_INVALID_PARAM, f"{len(descs)} {what} descs but {len(buffers)} {what} buffers"
-            )
+            raise _Invalid(C.ACL_ERROR_INVALID_PARAM, f"{len(descs)} {what} descs but {len(buffers)} {what} buffers")
         desc_table, buffer_table = self._descs, self._buffers
         args = []
         for i, (d, b) in enumerate(zip(descs, buffers)):
@@ -1226,9 +1195,7 @@ class DirectRuntime(AclRuntime):
             except TypeError:
                 desc = None
             if desc is None:
-                raise _Invalid(
-                    C.ACL_ERROR_INVALID_RESOURCE_HANDLE, f"{what} {i}: {d!r} is not a live tensor desc"
-                )
+                raise _Invalid(C.ACL_ERROR_INVALID_RESOURCE_HANDLE, f"{what} {i}: {d!r} is not a live tensor desc")
             try:
                 buf = buffer_table.get(b)
             except TypeError:
@@ -1237,9 +1204,7 @@ class DirectRuntime(AclRuntime):
                 if desc.dtype == C.ACL_DT_UNDEFINED and (b is None or (type(b) is int and b == 0)):
                     args.append(TensorArg(desc.dtype, desc.format, desc.shape, 0, 0))  # omitted input
                     continue
-                raise _Invalid(
-                    C.ACL_ERROR_INVALID_RESOURCE_HANDLE, f"{what} {i}: {b!r} is not a live data buffer"
-                )
+                raise _Invalid(C.ACL_ERROR_INVALID_RESOURCE_HANDLE, f"{what} {i}: {b!r} is not a live data buffer")
             arg = buf.args.get(desc)
             if arg is None:
                 arg = buf.args[desc] = TensorArg(desc.dtype, desc.format, desc.shape, buf.addr, buf.size)
