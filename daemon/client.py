@@ -91,7 +91,7 @@ class ClientState:
         self.attached_at = time.time()
         self.records = 0
         self.launches = 0
-        self.malformed = 0
+        self.malformed_count = 0
         self.failures = 0
         self.dispatch_ns_sum = 0
         self.dispatch_ns_max = 0
@@ -152,13 +152,15 @@ class ClientState:
     # ---- malformed input --------------------------------------------------------------------
     def malformed(self, vs: int, seq: int, slot: int, message: str) -> None:
         """A record that breaks the protocol: an error for this client only, then carry on."""
-        self.malformed += 1
+        self.malformed_count += 1
         log.warning("client %d (pid %d): malformed record: %s", self.client_id, self.pid, message)
         exc = DeviceError(C.ACL_ERROR_INVALID_PARAM, f"malformed request: {message}")
         if slot >= 0:
             self._reply(slot, seq, exc.code)
-        else:
+        elif seq:  # stream work: its stream reports the error in order
             self._fail_in_order(vs, seq, exc)
+        # else: an object definition (seq 0) that nothing waits for; a launch naming the object
+        # fails with ACL_ERROR_INVALID_RESOURCE_HANDLE
 
     def _malformed_opcode(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         self.malformed(vs, seq, slot, "unknown opcode")
@@ -531,7 +533,7 @@ class ClientState:
             "dispatch_latency_us_mean": self.dispatch_ns_sum / launches / 1e3 if launches else None,
             "dispatch_latency_us_max": self.dispatch_ns_max / 1e3 if launches else None,
             "stream_failures": self.failures,
-            "malformed_records": self.malformed,
+            "malformed_records": self.malformed_count,
             "streams": sum(s is not None for s in self.streams),
             "events": len(self.events),
         }

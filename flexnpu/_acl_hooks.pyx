@@ -1045,6 +1045,10 @@ cdef class DaemonRuntime:
             raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"unknown malloc policy {policy!r}")
         s = self._session(self._current().device)
         code = s.call(FX_OP_MALLOC, size, policy, align32, 0, None, values, 0, NULL)
+        if code == C.ACL_ERROR_RT_MEMORY_ALLOCATION:
+            raise _Failed(code, f"cannot allocate {size} bytes of device memory: the device or this process's "
+                                f"quota ({s.info['quota']} bytes) is full; free memory, or run with a larger "
+                                "--memory (daemon) or --memory-quota (flexnpu run)")
         if code:
             raise _Failed(code, f"cannot allocate {size} bytes of device memory")
         s.device_ranges.add(values[0], size)

@@ -75,12 +75,12 @@ def no_leaks():
     yield
     children_seen = set(_children())
     deadline = time.monotonic() + 2.0
-    while True:  # give children that are already exiting a moment
+    while True:  # give children that are exiting, and daemons reclaiming a client, a moment
         leaked_children = {p: c for p, c in _children().items() if p not in children_before}
-        if not leaked_children or time.monotonic() > deadline:
+        leaked_segments = {s for s in _segments() - segments_before if _ours(s, children_seen)}
+        if (not leaked_children and not leaked_segments) or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    leaked_segments = {s for s in _segments() - segments_before if _ours(s, children_seen)}
     for pid in leaked_children:
         try:
             os.kill(pid, signal.SIGKILL)
