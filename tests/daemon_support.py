@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from flexnpu import control
 
@@ -76,6 +77,7 @@ def daemon_segments(pid: int) -> set[str]:
 def make_client(**env: str) -> Any:
     """An in-process client of the daemon runtime (its own connection: a separate tenant)."""
     from flexnpu._acl_hooks import DaemonRuntime
+
     from flexnpu.acl._api import bind
 
     saved = {k: os.environ.get(k) for k in env}

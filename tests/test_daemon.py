@@ -13,14 +13,14 @@ import time
 
 import numpy as np
 import pytest
+from acl_support import download, upload
+from daemon_support import DaemonProcess, daemon_segments, make_client, runtime_dir_env
+from flexnpu._proto import Completion
 
 from flexnpu import _proto as P
 from flexnpu import control, shm
-from flexnpu._proto import Completion
 from flexnpu.acl import constants as C
 from flexnpu.ring import RECORD_DTYPE, Ring
-from acl_support import download, upload
-from daemon_support import DaemonProcess, daemon_segments, make_client, runtime_dir_env
 
 MiB = 1 << 20
 
@@ -64,7 +64,7 @@ def add_on_device(acl, a: np.ndarray, b: np.ndarray, stream=0) -> np.ndarray:
 def test_attach_status_and_reclaim_on_finalize(daemon):
     base_segments = daemon_segments(daemon.pid)
     acl = client(FLEXNPU_PHASE="decode")
-    ptr, ret = acl.rt.malloc(10 * MiB, 0)
+    _ptr, ret = acl.rt.malloc(10 * MiB, 0)
     assert ret == 0
     st = daemon.wait_for_clients(1)
     (c,) = st["clients"]
