@@ -10,6 +10,7 @@ write completions).
 
 import collections
 import logging
+import time
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint32_t, uint64_t
@@ -44,6 +45,7 @@ cdef class Drainer:
     cdef public uint64_t spin_ns
     cdef public double idle_timeout
     cdef public object on_idle   # called when the rings are empty (reaping, bookkeeping)
+    cdef public object run_work  # device work run in this thread: () -> 0.0 more ready, None, or due time
     cdef public uint64_t messages
 
     def __cinit__(self):
@@ -53,7 +55,7 @@ cdef class Drainer:
             raise MemoryError()
 
     def __init__(self, Doorbell doorbell not None, uint64_t spin_ns=50_000, double idle_timeout=0.05,
-                 on_idle=None):
+                 on_idle=None, run_work=None):
         self.doorbell = doorbell
         self.clients = []
         self.nrings = 0
@@ -62,6 +64,7 @@ cdef class Drainer:
         self.spin_ns = spin_ns
         self.idle_timeout = idle_timeout
         self.on_idle = on_idle
+        self.run_work = run_work
         self.messages = 0
 
     def __dealloc__(self):
@@ -104,6 +107,7 @@ cdef class Drainer:
         cdef int i, rc
         cdef bint worked
         cdef uint64_t deadline
+        cdef double wait_s
         while True:
             while self.requests:
                 action, arg = self.requests.popleft()
@@ -117,6 +121,13 @@ cdef class Drainer:
             for i in range(self.nrings):
                 if self._drain(i):
                     worked = True
+            wait_s = self.idle_timeout
+            if self.run_work is not None:
+                due = self.run_work()  # a slice of device work between looks at the rings
+                if due == 0.0:
+                    continue
+                if due is not None:
+                    wait_s = min(wait_s, max(0.0, due - time.perf_counter()))
             if worked:
                 continue
             if self.on_idle is not None:
@@ -124,7 +135,7 @@ cdef class Drainer:
                     self.on_idle()
                 except Exception:
                     log.exception("idle work failed")
-            deadline = fx_deadline_after(<uint64_t>(self.idle_timeout * 1e9))
+            deadline = fx_deadline_after(<uint64_t>(wait_s * 1e9))
             with nogil:
                 rc = fx_doorbell_wait_rings(self.doorbell.bell, self.rings, self.nrings, deadline,
                                             self.spin_ns)

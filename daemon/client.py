@@ -86,6 +86,7 @@ class ClientState:
         self.poisoned = bytearray(P.MAX_STREAMS)
         self.events: dict[int, Any] = {}
         self._tensors: dict[int, TensorArg] = {}  # (desc id | buffer id << 32) -> translated tensor
+        self._submitted: dict[int, int] = {}  # virtual stream -> last seq queued on the device
         self.pending_destroy: list[Any] = []
         # statistics (read by `flexnpu status` from the control thread)
         self.attached_at = time.time()
@@ -138,7 +139,19 @@ class ClientState:
             vs = vs if 0 <= vs < P.MAX_STREAMS else 0
             self._done(vs, seq, exc.code)
             return
-        self.device.submit(stream, HostFunc(raise_it), partial(self._done, vs, seq))
+        self._submit(vs, HostFunc(raise_it), seq)
+
+    def _submit(self, vs: int, cmd: Any, seq: int) -> None:
+        """Queue cmd on virtual stream vs; its completion reports seq."""
+        self.device.submit(self._stream(vs), cmd, partial(self._done, vs, seq))
+        self._submitted[vs] = seq
+
+    def busy(self) -> bool:
+        """Has this client work queued on the device?  (Drainer thread.)"""
+        for vs, seq in list(self._submitted.items()):
+            if self.completion.completed(vs) >= seq:
+                del self._submitted[vs]
+        return bool(self._submitted)
 
     def _reply(self, slot: int, seq: int, code: int, values: list[int] = ()) -> None:
         if 0 <= slot < P.REPLY_SLOTS:
@@ -268,7 +281,7 @@ class ClientState:
             return self._fail_in_order(vs, seq, DeviceError(C.ACL_ERROR_RT_INVALID_HANDLE,
                                                             f"event {event_id} does not exist"))
         try:
-            self.device.submit(self._stream(vs), cls(event), partial(self._done, vs, seq))
+            self._submit(vs, cls(event), seq)
         except DeviceError as exc:
             self._fail_in_order(vs, seq, exc)
 
@@ -321,12 +334,10 @@ class ClientState:
         attr_id = a0 >> 32
         attrs = self.attrs.get(attr_id) if attr_id else {}
         try:
-            stream = self._stream(vs)
             if op_type is None or attrs is None:
                 raise DeviceError(C.ACL_ERROR_INVALID_RESOURCE_HANDLE, "launch names an unknown op type or attr")
             tensors = [self._tensor(p) for p in pairs[:n]]
-            cmd = LaunchOp(op_type, tensors[:n_in], tensors[n_in:], attrs, phase)
-            self.device.submit(stream, cmd, partial(self._done, vs, seq))
+            self._submit(vs, LaunchOp(op_type, tensors[:n_in], tensors[n_in:], attrs, phase), seq)
         except DeviceError as exc:
             self._fail_in_order(vs, seq, exc)
 
@@ -340,7 +351,6 @@ class ClientState:
     def _memcpy_async(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         dst, src, nbytes = a0, a1, a2
         try:
-            stream = self._stream(vs)
             if dst & HOSTREF_BIT and src & HOSTREF_BIT:
                 raise DeviceError(C.ACL_ERROR_INVALID_PARAM, "host-to-host copies do not reach the daemon")
             if dst & HOSTREF_BIT:
@@ -349,14 +359,13 @@ class ClientState:
                 cmd = CopyToDevice(self.memory.translate(dst, nbytes), self._host_ref(src, nbytes))
             else:
                 cmd = CopyOnDevice(self.memory.translate(dst, nbytes), self.memory.translate(src, nbytes), nbytes)
-            self.device.submit(stream, cmd, partial(self._done, vs, seq))
+            self._submit(vs, cmd, seq)
         except DeviceError as exc:
             self._fail_in_order(vs, seq, exc)
 
     def _memset_async(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         try:
-            cmd = Memset(self.memory.translate(a0, a2), a1 & 0xFF, a2)
-            self.device.submit(self._stream(vs), cmd, partial(self._done, vs, seq))
+            self._submit(vs, Memset(self.memory.translate(a0, a2), a1 & 0xFF, a2), seq)
         except DeviceError as exc:
             self._fail_in_order(vs, seq, exc)
 
@@ -375,8 +384,7 @@ class ClientState:
             return
         self._reply(slot, seq, 0)
         try:
-            self.device.submit(self._stream(vs), CopyToDevice(self.memory.translate(a0, a2), data),
-                               partial(self._done, vs, seq))
+            self._submit(vs, CopyToDevice(self.memory.translate(a0, a2), data), seq)
         except DeviceError as exc:
             self._fail_in_order(vs, seq, exc)
 

@@ -54,10 +54,15 @@ class Daemon:
                  spin_ns: int = 50_000):
         self.device_id = device_id
         self.backend = backend
-        self.device = make_device(backend, device_id, memory_bytes)
+        # The emulated device runs inline in the drainer thread (workers=0): one thread decodes and
+        # executes, so no GIL hand-offs between a drainer and an executor inside the daemon.
+        options = {"workers": 0} if backend == "emulated" else {}
+        self.device = make_device(backend, device_id, memory_bytes, **options)
         self.doorbell = Doorbell.create()
         self.ipc = IpcRegistry()
-        self.drainer = Drainer(self.doorbell, spin_ns=spin_ns, on_idle=self._idle)
+        self.spin_ns = spin_ns
+        self.drainer = Drainer(self.doorbell, spin_ns=spin_ns, on_idle=self._idle,
+                               run_work=getattr(self.device, "run_ready", None))
         self.clients: dict[int, ClientState] = {}
         self._free_ids = list(range(MAX_CLIENTS - 1, -1, -1))
         self._rates: dict[int, tuple[float, int]] = {}
@@ -264,9 +269,15 @@ class Daemon:
         self._free_ids.append(client.client_id)
 
     def _idle(self) -> None:
+        """The rings are empty.  Spin for the next record only while the device is idle: when it
+        has work queued, a parked drainer's wake-up costs nothing and spinning would take a core
+        from the clients and the executor (this machine class has two)."""
+        busy = False
         for client in self.clients.values():
             if client.pending_destroy:
                 client.reap_streams()
+            busy = client.busy() or busy
+        self.drainer.spin_ns = 0 if busy else self.spin_ns
 
     # ---- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

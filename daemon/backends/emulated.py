@@ -11,6 +11,8 @@ tensors) must lie inside one live allocation's usable size, else ACL_ERROR_INVAL
 pointer never reaches a neighbour.
 
 Streams.  Each stream is an in-order queue.  ``workers`` executor threads take ready streams
+(``workers=0``: no threads; the owner runs the work with ``run_ready`` from its own loop, and a
+synchronize runs it in the caller: the daemon's single-threaded dispatch)
 round-robin, one command at a time, so streams run concurrently with each other; a stream whose
 head is a wait on an unfinished event is parked (it holds no thread) until that record runs.
 ``on_done(code)`` is called on the executor thread after each command, before the stream counts as
@@ -245,8 +247,8 @@ class EmulatedDevice(Device):
     ):
         if memory_bytes < ALIGNMENT:
             raise ValueError(f"memory_bytes must be at least {ALIGNMENT}, got {memory_bytes}")
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0 (0: inline, see run_ready), got {workers}")
         self.device_id = device_id
         self.soc_name = soc_name
         self.total_memory = memory_bytes
@@ -613,6 +615,14 @@ class EmulatedDevice(Device):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return timeout_code
+                if not self._threads:  # inline mode: nobody else runs the work; run it here
+                    wake_at = self._step()
+                    if wake_at == 0.0:
+                        continue
+                    if wake_at is None:  # nothing runnable and not done: an event no one records
+                        return timeout_code if deadline is not None else _CLOSED
+                    until_held = max(0.0, wake_at - time.perf_counter())
+                    remaining = until_held if remaining is None else min(remaining, until_held)
                 self._sync_cv.wait(remaining)
         finally:
             if stream is not None:
@@ -623,44 +633,64 @@ class EmulatedDevice(Device):
         lock.acquire()
         try:
             while not self._closed:
-                if self._held and self._held[0][0] <= time.perf_counter():
-                    _, _, s, entry, code = heapq.heappop(self._held)
-                    lock.release()
-                    try:
-                        _notify(entry, code)
-                    finally:
-                        lock.acquire()
-                    self._finished(s, entry, code)
+                wake_at = self._step()
+                if wake_at == 0.0:
                     continue
-                if not self._ready:
-                    timeout = self._held[0][0] - time.perf_counter() if self._held else None
-                    self._idle_workers += 1
-                    self._work_cv.wait(timeout)
-                    self._idle_workers -= 1
-                    continue
-                s = self._ready.popleft()
-                s.queued = False
-                entry = s.queue[0]
-                code = s.error
-                if not code and entry.ticket and isinstance(entry.cmd, WaitEvent):
-                    event = entry.cmd.event
-                    if entry.ticket in event.pending:  # park until that record runs
-                        s.parked = True
-                        event.parked.append(s)
-                        continue
-                s.queue.popleft()
-                s.busy = True
-                lock.release()
-                try:
-                    code, hold_until = self._run(entry, code)
-                finally:
-                    lock.acquire()
-                if hold_until is None:
-                    self._finished(s, entry, code)
-                else:
-                    heapq.heappush(self._held, (hold_until, next(self._held_seq), s, entry, code))
+                self._idle_workers += 1
+                self._work_cv.wait(None if wake_at is None else max(0.0, wake_at - time.perf_counter()))
+                self._idle_workers -= 1
         finally:
             lock.release()
+
+    def run_ready(self, budget_s: float = 0.002) -> Optional[float]:
+        """Inline mode (``workers=0``): run ready commands in the calling thread for up to
+        budget_s.  Returns 0.0 if more work is ready, None if nothing is runnable, or the
+        perf_counter time at which the earliest paced command is released."""
+        end = time.perf_counter() + budget_s
+        with self._lock:
+            while not self._closed:
+                wake_at = self._step()
+                if wake_at != 0.0 or time.perf_counter() >= end:
+                    return wake_at
+            return None
+
+    def _step(self) -> Optional[float]:
+        """Run one unit of work (lock held; released while a command runs).  0.0 if it did
+        something, else None (nothing to do) or when the earliest paced command is due."""
+        lock = self._lock
+        if self._held and self._held[0][0] <= time.perf_counter():
+            _, _, s, entry, code = heapq.heappop(self._held)
+            lock.release()
+            try:
+                _notify(entry, code)
+            finally:
+                lock.acquire()
+            self._finished(s, entry, code)
+            return 0.0
+        if not self._ready:
+            return self._held[0][0] if self._held else None
+        s = self._ready.popleft()
+        s.queued = False
+        entry = s.queue[0]
+        code = s.error
+        if not code and entry.ticket and isinstance(entry.cmd, WaitEvent):
+            event = entry.cmd.event
+            if entry.ticket in event.pending:  # park until that record runs
+                s.parked = True
+                event.parked.append(s)
+                return 0.0
+        s.queue.popleft()
+        s.busy = True
+        lock.release()
+        try:
+            code, hold_until = self._run(entry, code)
+        finally:
+            lock.acquire()
+        if hold_until is None:
+            self._finished(s, entry, code)
+        else:
+            heapq.heappush(self._held, (hold_until, next(self._held_seq), s, entry, code))
+        return 0.0
 
     def _run(self, entry: _Entry, code: int) -> tuple[int, Optional[float]]:
         """Run one command (lock not held); its code, and until when pacing holds it (or None)."""

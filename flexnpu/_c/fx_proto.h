@@ -103,6 +103,11 @@ typedef struct fx_completion {
     /* line 2: client threads park here; the daemon rings after completions and replies */
     _Alignas(FX_CACHELINE) fx_doorbell bell;
     _Alignas(FX_CACHELINE) fx_au64 completed[FX_MAX_STREAMS];
+    /* written by the CLIENT: the seq a thread parked on stream s waits for.  The daemon rings the
+     * bell only when a completion reaches it, not on every command (one wake, not one per op).
+     * Two client threads waiting on one stream: the later target wins and the other re-checks at
+     * its next park slice (20 ms) at worst. */
+    _Alignas(FX_CACHELINE) fx_au64 wake_at[FX_MAX_STREAMS];
     _Alignas(FX_CACHELINE) fx_au64 err_seq[FX_MAX_STREAMS];
     _Alignas(FX_CACHELINE) fx_au32 err_code[FX_MAX_STREAMS];
     _Alignas(FX_CACHELINE) fx_reply replies[FX_REPLY_SLOTS];
@@ -162,7 +167,9 @@ static inline uint32_t fx_ring_available_messages(const fx_ring *r, uint32_t max
 static inline void fx_complete(fx_completion *c, uint32_t stream, uint64_t seq)
 {
     fx_store_release_u64(&c->completed[stream], seq);
-    fx_doorbell_notify(&c->bell);
+    fx_fence_seq_cst(); /* pairs with the waiter's fence in fx_doorbell_prepare */
+    if (fx_load_relaxed_u32(&c->bell.waiters) && seq >= fx_load_relaxed_u64(&c->wake_at[stream]))
+        fx_doorbell_ring(&c->bell);
 }
 
 /* Command `seq` failed: the stream's error becomes sticky (the daemon calls this only for the
@@ -225,7 +232,7 @@ static inline int fx_reply_ready(const fx_completion *c, uint32_t slot, uint64_t
 
 /* Wait until cond(c, a, b) holds.  FX_OK, FX_TIMEOUT, FX_CLOSED (the daemon detached us),
  * FX_PEER_DEAD (the daemon died) or FX_INTR. */
-#define FX_COMPLETION_WAIT(c, cond, deadline, spin_ns)                                          \
+#define FX_COMPLETION_WAIT(c, cond, deadline, spin_ns, before_park)                             \
     do {                                                                                        \
         FX_SPIN_UNTIL((cond) || fx_load_acquire_u32(&(c)->closed), spin_ns);                    \
         for (;;) {                                                                              \
@@ -238,6 +245,7 @@ static inline int fx_reply_ready(const fx_completion *c, uint32_t slot, uint64_t
                 return FX_TIMEOUT;                                                              \
             if (!fx_pid_alive((c)->daemon_pid))                                                 \
                 return FX_PEER_DEAD;                                                            \
+            before_park;                                                                        \
             uint32_t epoch_ = fx_doorbell_prepare(&(c)->bell);                                  \
             if ((cond) || fx_load_acquire_u32(&(c)->closed)) {                                  \
                 fx_doorbell_cancel(&(c)->bell);                                                 \
@@ -253,13 +261,14 @@ static inline int fx_reply_ready(const fx_completion *c, uint32_t slot, uint64_t
 static inline int fx_wait_stream(fx_completion *c, uint32_t stream, uint64_t seq, uint64_t deadline,
                                  uint64_t spin_ns)
 {
-    FX_COMPLETION_WAIT(c, fx_stream_done(c, stream, seq), deadline, spin_ns);
+    FX_COMPLETION_WAIT(c, fx_stream_done(c, stream, seq), deadline, spin_ns,
+                       fx_store_relaxed_u64(&c->wake_at[stream], seq));
 }
 
 static inline int fx_wait_reply(fx_completion *c, uint32_t slot, uint64_t seq, uint64_t deadline,
                                 uint64_t spin_ns)
 {
-    FX_COMPLETION_WAIT(c, fx_reply_ready(c, slot, seq), deadline, spin_ns);
+    FX_COMPLETION_WAIT(c, fx_reply_ready(c, slot, seq), deadline, spin_ns, (void)0);
 }
 
 #endif /* FX_PROTO_H */
