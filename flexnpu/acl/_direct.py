@@ -26,9 +26,10 @@ Semantics, where ACL leaves room (see ``../shared/reference/acl_api.md``):
 * The current context is per thread.  ``set_device`` is counted: each one makes the device's
   default context current and needs one ``reset_device``.  ``create_context`` opens the device
   too (as rtCtxCreate does) and ``destroy_context`` closes it; a device is released (its memory,
-  streams and events, with pending commands dropped) once no ``set_device`` count and no created
-  context hold it.  The default context is released by ``reset_device``, not ``destroy_context``.
-  Destroying a context destroys its streams and events.
+  streams and events) once no ``set_device`` count and no created context hold it.  The default
+  context is released by ``reset_device``, not ``destroy_context``.  Destroying a context destroys
+  its remaining streams and events (ACL asks programs to destroy them first).  ``reset_device`` and
+  ``finalize`` let queued work finish first, as ACL does; ``close`` (not pyACL) drops it.
 * Streams and events may be used from any thread; a stream's commands run on the stream's device.
   A stream argument of 0/None is the current context's default stream.
 * Memory calls act on the current context's device.  Any address inside that device's address
@@ -328,6 +329,9 @@ class DirectRuntime(AclRuntime):
         with self._lock:
             if not self._initialized:
                 return self._fail(C.ACL_ERROR_REPEAT_FINALIZE, "acl.finalize without a matching acl.init")
+            for dev in self._devices.values():  # as aclFinalize: queued work finishes first
+                with contextlib.suppress(DeviceError):
+                    dev.device.synchronize_device()
             self.close()
             self._initialized = False
         return C.ACL_SUCCESS
@@ -1234,8 +1238,8 @@ _KIND_NAMES = {
 def _to_bool(v: Any) -> Optional[bool]:
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
-    i = _int(v)
-    return bool(i) if i in (0, 1) else None  # aclopSetAttrBool takes a uint8
+    i = _int(v)  # pyACL passes an int on as aclopSetAttrBool's uint8: nonzero is true
+    return None if i is None else i != 0
 
 
 def _to_int64(v: Any) -> Optional[int]:
