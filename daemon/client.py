@@ -281,9 +281,18 @@ class ClientState:
             return self._fail_in_order(vs, seq, DeviceError(C.ACL_ERROR_RT_INVALID_HANDLE,
                                                             f"event {event_id} does not exist"))
         try:
-            self._submit(vs, cls(event), seq)
+            if cls is RecordEvent:
+                self.device.submit(self._stream(vs), cls(event), partial(self._record_done, vs, seq, event_id))
+                self._submitted[vs] = seq
+            else:
+                self._submit(vs, cls(event), seq)
         except DeviceError as exc:
             self._fail_in_order(vs, seq, exc)
+
+    def _record_done(self, vs: int, seq: int, event_id: int, code: int) -> None:
+        if not code:
+            self.completion.event_reached(event_id, seq)  # before the stream counts it done
+        self._done(vs, seq, code)
 
     def _record_event(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         self._event_command(RecordEvent, vs, seq, slot, a0)
@@ -401,7 +410,7 @@ class ClientState:
             self._reply(slot, seq, 0, values)
 
     def _malloc(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
-        self._sync(slot, seq, lambda: [self.memory.malloc(a0, a1, bool(a2))])
+        self._sync(slot, seq, lambda: list(self.memory.malloc(a0, a1, bool(a2))))
 
     def _free(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         def work():

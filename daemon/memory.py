@@ -88,7 +88,8 @@ class ClientMemory:
         self._maps: dict[int, Mapping] = {}
 
     # ---- allocation ---------------------------------------------------------------------------
-    def malloc(self, size: int, policy: int, align32: bool) -> int:
+    def malloc(self, size: int, policy: int, align32: bool) -> tuple[int, int]:
+        """A new allocation: (its virtual address, its usable size, ACL's rounding included)."""
         if size <= 0:
             raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"malloc size must be > 0, not {size}")
         addr = self.device.malloc(size, policy, align32)
@@ -101,8 +102,9 @@ class ClientMemory:
                 f"({self.used} of {self.quota} bytes in use)",
             )
         self.used += block_size
+        usable = self.device.allocation_of(addr)[1] if hasattr(self.device, "allocation_of") else size
         block = PhysicalBlock(addr, block_size, self)
-        return self._map(block, 0, size)
+        return self._map(block, 0, usable), usable
 
     def free(self, va: int) -> None:
         m = self._maps.get(va)

@@ -81,7 +81,9 @@ from flexnpu._proto cimport (
     FX_PHASE_UNKNOWN,
     FX_REPLY_SLOTS,
     Completion,
+    FX_MAX_EVENTS,
     fx_completion,
+    fx_event_ok_seq,
     fx_stream_completed,
     fx_stream_err_code,
     fx_stream_err_seq,
@@ -137,6 +139,8 @@ _POLICY_BASES = {C.ACL_MEM_MALLOC_HUGE_FIRST, C.ACL_MEM_MALLOC_HUGE_ONLY, C.ACL_
                  C.ACL_MEM_MALLOC_HUGE_FIRST_P2P, C.ACL_MEM_MALLOC_HUGE_ONLY_P2P,
                  C.ACL_MEM_MALLOC_NORMAL_ONLY_P2P, C.ACL_MEM_MALLOC_HUGE1G_ONLY,
                  C.ACL_MEM_MALLOC_HUGE1G_ONLY_P2P}
+_EVENT_FLAGS = C.ACL_EVENT_SYNC | C.ACL_EVENT_TIME_LINE | C.ACL_EVENT_EXTERNAL | C.ACL_EVENT_IPC
+_STREAM_FLAGS = C.ACL_STREAM_FAST_LAUNCH | C.ACL_STREAM_FAST_SYNC | C.ACL_STREAM_PERSISTENT | C.ACL_STREAM_HUGE
 _POLICY_BITS = C.ACL_MEM_TYPE_LOW_BAND_WIDTH | C.ACL_MEM_TYPE_HIGH_BAND_WIDTH | C.ACL_MEM_ACCESS_USER_SPACE_READONLY
 
 
@@ -150,6 +154,11 @@ class _Failed(Exception):
 
 cdef inline bint _is_int(object v):
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+cdef inline bint _is_u63(object v):
+    """An int that fits every address, size and count field (0 <= v < 2**63)."""
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < (1 << 63)
 
 
 cdef class _Ranges:
@@ -210,6 +219,16 @@ cdef class _Context:
     cdef uint32_t vs      # its default stream
     cdef bint is_default
     cdef uint32_t index
+    cdef set streams      # virtual streams created while it was current
+    cdef set events       # event ids created while it was current
+
+
+cdef class _Device:
+    """One device this process opened: a set_device count and the contexts that hold it."""
+    cdef _Session session
+    cdef int set_count
+    cdef _Context default_context
+    cdef set contexts     # created contexts (each holds the device open)
 
 
 cdef class _Session:
@@ -237,7 +256,7 @@ cdef class _Session:
     cdef _Ranges device_ranges
     cdef list host_segments             # sorted [(addr, size, seg_id, Segment)]
     cdef dict events                    # event id -> (vs, seq) of its latest record, or None
-    cdef uint32_t next_event
+    cdef list free_events
     cdef readonly str soc_name
     cdef readonly object info
     cdef uint64_t spin_ns
@@ -277,7 +296,7 @@ cdef class _Session:
         self.device_ranges = _Ranges()
         self.host_segments = []
         self.events = {}
-        self.next_event = 1
+        self.free_events = list(range(FX_MAX_EVENTS - 1, 0, -1))
         self.spin_ns = 50_000
         self.stream_used[0] = 1  # the daemon made the default stream at attach
         self.lost = False
@@ -452,6 +471,23 @@ cdef class _Session:
         self._simple(FX_OP_CLEAR_ERROR, vs, 0, 0)
         return code
 
+    cdef uint32_t new_event(self, uint32_t flags) except? 0:
+        if not self.free_events:
+            raise _Failed(C.ACL_ERROR_RT_NO_STREAM_RESOURCE, f"all {FX_MAX_EVENTS - 1} events are in use")
+        cdef uint32_t ev = self.free_events.pop()
+        self._simple(FX_OP_CREATE_EVENT, 0, 0, ev, flags)
+        self.events[ev] = None
+        return ev
+
+    cdef forget_event(self, uint32_t ev):
+        if self.events.pop(ev, 0) != 0:
+            self.free_events.append(ev)
+
+    cdef bint event_complete(self, uint32_t ev):
+        """Its latest record ran successfully (never recorded, reset or skipped: not complete)."""
+        last = self.events.get(ev)
+        return last is not None and fx_event_ok_seq(self.c, ev) >= last[1]
+
     cdef bint stream_done(self, uint32_t vs):
         return fx_stream_completed(self.c, vs) >= self.last_seq[vs]
 
@@ -481,7 +517,7 @@ cdef class DaemonRuntime:
     cdef dict attach_extra
     cdef object tls
     cdef dict contexts           # index -> _Context
-    cdef dict default_contexts   # device -> _Context
+    cdef dict devices            # virtual device -> _Device (open devices)
     cdef uint32_t next_context
     cdef list descs              # id -> _Desc or None
     cdef list buffers
@@ -508,7 +544,7 @@ cdef class DaemonRuntime:
                              "quota": parse_size(quota) if quota else None}
         self.tls = threading.local()
         self.contexts = {}
-        self.default_contexts = {}
+        self.devices = {}
         self.next_context = 1
         self.descs, self.buffers, self.attrs = [None], [None], [None]
         self.free_descs, self.free_buffers, self.free_attrs = [], [], []
@@ -585,11 +621,9 @@ cdef class DaemonRuntime:
         if not self.initialized:
             return self._fail(C.ACL_ERROR_REPEAT_FINALIZE, "acl.finalize without acl.init")
         with self.lock:
-            for s in self.sessions.values():
-                (<_Session>s).close()
-            self.sessions.clear()
+            for device in list(self.devices):
+                self._release_device(device)
             self.contexts.clear()
-            self.default_contexts.clear()
             self.tls = threading.local()
             self.initialized = False
         return 0
@@ -677,7 +711,7 @@ cdef class DaemonRuntime:
             return 0
 
     def create_data_buffer(self, data, size):
-        if not _is_int(data) or not _is_int(size) or size < 0 or data < 0:
+        if not _is_u63(data) or not _is_u63(size):
             self._fail(C.ACL_ERROR_INVALID_PARAM, f"create_data_buffer({data!r}, {size!r}): ints >= 0 expected")
             return 0
         cdef _Buffer b = _Buffer()
@@ -695,7 +729,7 @@ cdef class DaemonRuntime:
     def update_data_buffer(self, buffer, data, size):
         try:
             b = <_Buffer>self._object(self.buffers, buffer, KIND_BUFFER, "data buffer")
-            if not _is_int(data) or not _is_int(size) or size < 0 or data < 0:
+            if not _is_u63(data) or not _is_u63(size):
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, "update_data_buffer: ints >= 0 expected")
             b.addr, b.size, b.defined = data, size, 0  # re-mirrored at the next launch
             return 0
@@ -721,11 +755,6 @@ cdef class DaemonRuntime:
         cdef _Session s = self.sessions.get(device)
         if s is not None and not s.lost:
             return s
-        if not self.initialized:
-            raise _Failed(C.ACL_ERROR_UNINITIALIZE, "call acl.init() before acl.rt.set_device")
-        if not _is_int(device) or not 0 <= device < len(self.visible):
-            raise _Failed(C.ACL_ERROR_RT_INVALID_DEVICEID,
-                          f"device {device!r} is not visible (FLEXNPU_VISIBLE_DEVICES has {len(self.visible)})")
         try:
             s = _Session(device, self.visible[device], 1 << device, self.phase, self.attach_extra)
         except DaemonError as exc:
@@ -734,39 +763,95 @@ cdef class DaemonRuntime:
         self.sessions[device] = s
         return s
 
-    cdef _Context _new_context(self, int device, bint is_default):
-        cdef _Session s = self._attach(device)
+    cdef _Device _open(self, device_id):
+        """The open device `device_id` (attaching to its daemon if needed)."""
+        if not self.initialized:
+            raise _Failed(C.ACL_ERROR_UNINITIALIZE, "call acl.init() before opening a device")
+        if not _is_int(device_id) or not 0 <= device_id < len(self.visible):
+            raise _Failed(C.ACL_ERROR_RT_INVALID_DEVICEID,
+                          f"device {device_id!r} is not visible (FLEXNPU_VISIBLE_DEVICES has {len(self.visible)})")
+        cdef _Device dev = self.devices.get(device_id)
+        if dev is None:
+            dev = _Device()
+            dev.session, dev.set_count, dev.default_context, dev.contexts = self._attach(device_id), 0, None, set()
+            self.devices[device_id] = dev
+        return dev
+
+    cdef _Context _new_context(self, _Device dev, bint is_default):
         cdef _Context ctx = _Context()
-        ctx.device, ctx.is_default = device, is_default
-        ctx.vs = 0 if is_default else s.new_stream(0, 0)
+        ctx.device, ctx.is_default = dev.session.device, is_default
+        ctx.vs = 0 if is_default else dev.session.new_stream(0, 0)
+        ctx.streams, ctx.events = set(), set()
         ctx.index = self.next_context
         self.next_context += 1
         self.contexts[ctx.index] = ctx
         return ctx
 
+    cdef _release_context(self, _Context ctx):
+        """Destroy a context's streams and events (ACL asks programs to do it first) and forget it."""
+        cdef _Session s = self.sessions.get(ctx.device)
+        if s is not None and not s.lost:
+            for vs in ctx.streams:
+                s._simple(FX_OP_DESTROY_STREAM, vs, 0, 0)
+                s.stream_used[vs] = 0
+            for ev in ctx.events:
+                s._simple(FX_OP_DESTROY_EVENT, 0, 0, ev)
+                s.forget_event(ev)
+            if not ctx.is_default:
+                s._simple(FX_OP_DESTROY_STREAM, ctx.vs, 0, 0)
+                s.stream_used[ctx.vs] = 0
+        ctx.streams.clear()
+        ctx.events.clear()
+        self.contexts.pop(ctx.index, None)
+        if getattr(self.tls, "context", None) is ctx:
+            self.tls.context = None
+
+    cdef _release_device(self, device_id):
+        """Close a device: let its queued work finish, then detach (the daemon frees the rest)."""
+        cdef _Device dev = self.devices.pop(device_id)
+        for ctx in [c for c in self.contexts.values() if (<_Context>c).device == device_id]:
+            self._release_context(ctx)
+        s = dev.session
+        if not s.lost:
+            try:
+                self._synchronize_session(s, FX_FOREVER)
+            except _Failed:
+                pass
+        s.close()
+        self.sessions.pop(device_id, None)
+
+    cdef _release_if_unused(self, device_id):
+        cdef _Device dev = self.devices.get(device_id)
+        if dev is not None and dev.set_count == 0 and not dev.contexts:
+            self._release_device(device_id)
+
     def set_device(self, device_id):
+        cdef _Device dev
         try:
             with self.lock:
-                if not _is_int(device_id):
-                    raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"device id must be an int, not {device_id!r}")
-                ctx = self.default_contexts.get(device_id)
-                if ctx is None or (<_Session>self.sessions.get(device_id)) is None:
-                    ctx = self._new_context(device_id, True)
-                    self.default_contexts[device_id] = ctx
-                self.tls.context = ctx
+                dev = self._open(device_id)
+                if dev.default_context is None:
+                    dev.default_context = self._new_context(dev, True)
+                dev.set_count += 1
+                self.tls.context = dev.default_context
             return 0
         except _Failed as exc:
             return self._fail(exc.code, str(exc))
 
     def reset_device(self, device_id):
+        cdef _Device dev
         try:
-            if not _is_int(device_id) or device_id not in self.sessions:
-                raise _Failed(C.ACL_ERROR_RT_INVALID_DEVICEID, f"device {device_id!r} was not set")
-            code = self._synchronize_session(self.sessions[device_id], FX_FOREVER)
-            current = getattr(self.tls, "context", None)
-            if current is not None and (<_Context>current).device == device_id:
-                self.tls.context = None
-            return code
+            with self.lock:
+                dev = self.devices.get(device_id) if _is_int(device_id) else None
+                if dev is None or dev.set_count == 0:
+                    raise _Failed(C.ACL_ERROR_RT_INVALID_DEVICEID, f"device {device_id!r} was not set by set_device")
+                dev.set_count -= 1
+                if dev.set_count == 0:
+                    if dev.default_context is not None:
+                        self._release_context(dev.default_context)
+                        dev.default_context = None
+                    self._release_if_unused(device_id)
+            return 0
         except _Failed as exc:
             return self._fail(exc.code, str(exc))
 
@@ -804,9 +889,13 @@ cdef class DaemonRuntime:
         return (<_Session>s).soc_name if s is not None else None
 
     def create_context(self, device_id):
+        cdef _Device dev
+        cdef _Context ctx
         try:
             with self.lock:
-                ctx = self._new_context(device_id, False)
+                dev = self._open(device_id)
+                ctx = self._new_context(dev, False)
+                dev.contexts.add(ctx)
             self.tls.context = ctx
             return make_handle(KIND_CONTEXT, device_id, ctx.index), 0
         except _Failed as exc:
@@ -822,19 +911,18 @@ cdef class DaemonRuntime:
 
     def destroy_context(self, context):
         cdef _Context ctx
-        cdef _Session s
+        cdef _Device dev
         try:
             with self.lock:
                 ctx = self._context(context)
-                if not ctx.is_default:
-                    s = self._session(ctx.device)
-                    s._simple(FX_OP_DESTROY_STREAM, ctx.vs, 0, 0)
-                    s.stream_used[ctx.vs] = 0
-                else:
-                    self.default_contexts.pop(ctx.device, None)
-                del self.contexts[ctx.index]
-                if getattr(self.tls, "context", None) is ctx:
-                    self.tls.context = None
+                if ctx.is_default:
+                    raise _Failed(C.ACL_ERROR_INVALID_PARAM,
+                                  "the default context goes with acl.rt.reset_device, not destroy_context")
+                self._release_context(ctx)
+                dev = self.devices.get(ctx.device)
+                if dev is not None:
+                    dev.contexts.discard(ctx)
+                    self._release_if_unused(ctx.device)
             return 0
         except _Failed as exc:
             return self._fail(exc.code, str(exc))
@@ -859,14 +947,18 @@ cdef class DaemonRuntime:
 
     def create_stream_with_config(self, priority, flag):
         cdef _Session s
+        cdef _Context ctx
         cdef uint32_t vs = 0
         try:
-            if not _is_int(priority) or not _is_int(flag) or flag < 0:
-                raise _Failed(C.ACL_ERROR_INVALID_PARAM, "create_stream_with_config: int priority and flag")
+            if not _is_int(priority) or not 0 <= priority <= 7:
+                raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"stream priority must be 0..7, not {priority!r}")
+            if not _is_int(flag) or flag < 0 or flag & ~_STREAM_FLAGS:
+                raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"unknown stream flags {flag!r}")
             ctx = self._current()
             with self.lock:
                 s = self._session(ctx.device)
                 vs = s.new_stream(priority, flag)
+                ctx.streams.add(vs)
             return make_handle(KIND_STREAM, s.device, vs), 0
         except _Failed as exc:
             return 0, self._fail(exc.code, str(exc))
@@ -874,7 +966,7 @@ cdef class DaemonRuntime:
     def destroy_stream(self, stream):
         cdef _Session s
         try:
-            if stream is None or stream == 0:
+            if stream is None or (_is_int(stream) and stream == 0):
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, "the default stream cannot be destroyed")
             s, vs = self._stream(stream)
             for ctx in self.contexts.values():
@@ -883,6 +975,8 @@ cdef class DaemonRuntime:
             with self.lock:
                 s._simple(FX_OP_DESTROY_STREAM, vs, 0, 0)
                 s.stream_used[vs] = 0
+                for ctx in self.contexts.values():
+                    (<_Context>ctx).streams.discard(vs) if (<_Context>ctx).device == s.device else None
             return 0
         except _Failed as exc:
             return self._fail(exc.code, str(exc))
@@ -900,7 +994,7 @@ cdef class DaemonRuntime:
     def synchronize_stream_with_timeout(self, stream, timeout_ms):
         cdef _Session s
         try:
-            if not _is_int(timeout_ms) or timeout_ms < -1:
+            if not _is_int(timeout_ms) or not -1 <= timeout_ms < (1 << 31):
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, "timeout must be -1 (forever) or >= 0 ms")
             s, vs = self._stream(stream)
             deadline = FX_FOREVER if timeout_ms == -1 else fx_deadline_after(<uint64_t>timeout_ms * 1000000)
@@ -927,15 +1021,16 @@ cdef class DaemonRuntime:
 
     def create_event_with_flag(self, flag):
         cdef _Session s
+        cdef _Context ctx
+        cdef uint32_t ev = 0
         try:
-            if not _is_int(flag) or flag < 0:
-                raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"event flag must be an int >= 0, not {flag!r}")
+            if not _is_int(flag) or flag < 0 or flag & ~_EVENT_FLAGS:
+                raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"unknown event flags {flag!r}")
+            ctx = self._current()
             with self.lock:
-                s = self._session(self._current().device)
-                ev = s.next_event
-                s.next_event += 1
-                s._simple(FX_OP_CREATE_EVENT, 0, 0, ev, flag)
-                s.events[ev] = None
+                s = self._session(ctx.device)
+                ev = s.new_event(flag)
+                ctx.events.add(ev)
             return make_handle(KIND_EVENT, s.device, ev), 0
         except _Failed as exc:
             return 0, self._fail(exc.code, str(exc))
@@ -946,7 +1041,9 @@ cdef class DaemonRuntime:
             s, ev = self._event(event)
             with self.lock:
                 s._simple(FX_OP_DESTROY_EVENT, 0, 0, ev)
-                del s.events[ev]
+                s.forget_event(ev)
+                for ctx in self.contexts.values():
+                    (<_Context>ctx).events.discard(ev) if (<_Context>ctx).device == s.device else None
             return 0
         except _Failed as exc:
             return self._fail(exc.code, str(exc))
@@ -989,8 +1086,7 @@ cdef class DaemonRuntime:
         try:
             s, ev = self._event(event)
             s._check()
-            last = s.events[ev]
-            done = last is None or fx_stream_completed(s.c, last[0]) >= last[1]
+            done = s.event_complete(ev)
             return (C.ACL_EVENT_RECORDED_STATUS_COMPLETE if done else C.ACL_EVENT_RECORDED_STATUS_NOT_READY), 0
         except _Failed as exc:
             return C.ACL_EVENT_RECORDED_STATUS_NOT_READY, self._fail(exc.code, str(exc))
@@ -1039,7 +1135,7 @@ cdef class DaemonRuntime:
     cdef object _malloc(self, size, policy, bint align32):
         cdef uint64_t values[6]
         cdef _Session s
-        if not _is_int(size) or size <= 0:
+        if not _is_u63(size) or size == 0:
             raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"malloc size must be a positive int, not {size!r}")
         if not _is_int(policy) or (policy & ~_POLICY_BITS) not in _POLICY_BASES:
             raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"unknown malloc policy {policy!r}")
@@ -1051,7 +1147,7 @@ cdef class DaemonRuntime:
                                 "--memory (daemon) or --memory-quota (flexnpu run)")
         if code:
             raise _Failed(code, f"cannot allocate {size} bytes of device memory")
-        s.device_ranges.add(values[0], size)
+        s.device_ranges.add(values[0], values[1])  # usable size: ACL's rounding included
         return values[0]
 
     def malloc(self, size, policy):
@@ -1093,7 +1189,7 @@ cdef class DaemonRuntime:
         cdef uint64_t values[6]
         cdef _Session s
         try:
-            if not _is_int(size) or size <= 0:
+            if not _is_u63(size) or size == 0:
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"malloc_host size must be a positive int, not {size!r}")
             s = self._session(self._current().device)
             with s.staging_lock:
@@ -1125,7 +1221,7 @@ cdef class DaemonRuntime:
         """Validate a copy: (session or None, dst is device, src is device)."""
         cdef _Session ds, ss
         for name, v in (("dst", dst), ("src", src), ("dest_max", dest_max), ("count", count)):
-            if not _is_int(v) or v < 0:
+            if not _is_u63(v):
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"memcpy {name} must be an int >= 0, not {v!r}")
         if count > dest_max:
             raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"count {count} exceeds dest_max {dest_max}")
@@ -1235,7 +1331,7 @@ cdef class DaemonRuntime:
     cdef _Session _memset_target(self, dev_ptr, max_size, value, count):
         cdef _Session s
         for name, v in (("max_size", max_size), ("value", value), ("count", count)):
-            if not _is_int(v) or v < 0:
+            if not _is_u63(v):
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"memset {name} must be an int >= 0, not {v!r}")
         if count > max_size:
             raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"count {count} exceeds max_size {max_size}")
@@ -1277,7 +1373,7 @@ cdef class DaemonRuntime:
         cdef uint64_t values[6]
         cdef _Session s
         try:
-            if not _is_int(size) or not _is_int(flag) or size <= 0:
+            if not _is_u63(size) or not _is_u63(flag) or size == 0:
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, "ipc_mem_get_export_key: int size > 0 and flag")
             s = self._owner(dev_ptr)
             if s is None:
@@ -1300,7 +1396,7 @@ cdef class DaemonRuntime:
         try:
             s = self._key_session(key)
             pid_list = list(pids)
-            if not pid_list or not all(_is_int(p) and p > 0 for p in pid_list):
+            if not pid_list or not all(_is_int(p) and 0 < p < (1 << 31) for p in pid_list):
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, "pids must be a non-empty list of process ids")
             for pid in pid_list:
                 code = s.call(FX_OP_IPC_SET_PID, pid, 0, 0, 0, key.encode(), NULL, 0, NULL)
@@ -1315,7 +1411,7 @@ cdef class DaemonRuntime:
         cdef _Session s
         try:
             s = self._key_session(key)
-            code = s.call(FX_OP_IPC_IMPORT, flag if _is_int(flag) else 0, 0, 0, 0, key.encode(), values, 0, NULL)
+            code = s.call(FX_OP_IPC_IMPORT, flag if _is_u63(flag) else 0, 0, 0, 0, key.encode(), values, 0, NULL)
             if code:
                 return 0, self._fail(code, f"cannot import IPC key {key!r} (unknown, closed, or this process "
                                            "is not on its import list)")
@@ -1472,7 +1568,7 @@ cdef class DaemonRuntime:
             if ncont >= MAX_MSG or n_in > 0xFFFF or n_out > 0xFFFF:
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"execute_v2: {n} tensors is too many")
             op_id = s.intern(op_type)
-            if attr is not None and attr != 0:
+            if attr is not None and not (_is_int(attr) and attr == 0):
                 a = self._object(self.attrs, attr, KIND_ATTR, "op attr")
                 attr_id = attr & 0xFFFFFFFF
                 if a.sent.get(s.bit) != a.version:

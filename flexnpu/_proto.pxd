@@ -11,6 +11,7 @@ cdef extern from "fx_proto.h" nogil:
         FX_PROTO_VERSION
         FX_MAX_STREAMS
         FX_REPLY_SLOTS
+        FX_MAX_EVENTS
         FX_NCONT_MASK
         FX_FLAG_REPLY
         FX_TENSORS_IN_HEAD
@@ -84,6 +85,8 @@ cdef extern from "fx_proto.h" nogil:
     int fx_completion_open(void *base, uint64_t mapped, fx_completion **out)
     void fx_complete(fx_completion *c, uint32_t stream, uint64_t seq)
     void fx_fail(fx_completion *c, uint32_t stream, uint64_t seq, uint32_t code)
+    void fx_event_reached(fx_completion *c, uint32_t event, uint64_t seq)
+    uint64_t fx_event_ok_seq(const fx_completion *c, uint32_t event)
     void fx_reply_publish(fx_completion *c, uint32_t slot, uint64_t seq, int64_t code,
                           const uint64_t *values, int nvalues)
     void fx_completion_mark_closed(fx_completion *c)

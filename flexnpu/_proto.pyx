@@ -18,6 +18,7 @@ from flexnpu.errors import RingCorrupt
 # Python-visible protocol constants (the C enum is the one definition).
 MAX_STREAMS = FX_MAX_STREAMS
 REPLY_SLOTS = FX_REPLY_SLOTS
+MAX_EVENTS = FX_MAX_EVENTS
 NCONT_MASK = FX_NCONT_MASK
 FLAG_REPLY = FX_FLAG_REPLY
 TENSORS_IN_HEAD = FX_TENSORS_IN_HEAD
@@ -87,6 +88,10 @@ cdef class Completion:
 
     def fail(self, uint32_t stream, uint64_t seq, uint32_t code):
         fx_fail(self.c, stream, seq, code)
+
+    def event_reached(self, uint32_t event, uint64_t seq):
+        if event < FX_MAX_EVENTS:
+            fx_event_reached(self.c, event, seq)
 
     def reply(self, uint32_t slot, uint64_t seq, long long code, values=()):
         cdef uint64_t vals[6]

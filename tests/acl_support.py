@@ -32,8 +32,33 @@ def direct_acl(memory_bytes: int) -> tuple[Any, Callable[[], None]]:
     return bind(runtime), runtime.close
 
 
+def daemon_acl(memory_bytes: int) -> tuple[Any, Callable[[], None]]:
+    """``flexnpu run``: through a real daemon process (in its own runtime directory), rings and all."""
+    import shutil
+    import tempfile
+
+    from daemon_support import DaemonProcess, make_client, runtime_dir_env
+
+    path = tempfile.mkdtemp(prefix="flexnpu-acl-")
+    env = runtime_dir_env(path)
+    env.__enter__()
+    daemon = DaemonProcess(memory=str(memory_bytes))
+    acl = make_client()
+
+    def cleanup() -> None:
+        try:
+            acl.finalize()  # whatever state the test left; a second finalize is just an error code
+        finally:
+            daemon.stop()
+            env.__exit__(None, None, None)
+            shutil.rmtree(path, ignore_errors=True)
+
+    return acl, cleanup
+
+
 ACL_FACTORIES: dict[str, Callable[[int], tuple[Any, Callable[[], None]]]] = {
     "direct": direct_acl,
+    "daemon": daemon_acl,
 }
 
 ACL_DTYPES = {

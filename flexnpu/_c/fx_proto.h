@@ -25,6 +25,7 @@
 #define FX_PROTO_VERSION 1u
 #define FX_MAX_STREAMS 1024u /* virtual streams per client; index 0 is the default stream */
 #define FX_REPLY_SLOTS 64u
+#define FX_MAX_EVENTS 8192u  /* virtual events per client (ids 1..FX_MAX_EVENTS-1) */
 #define FX_NCONT_MASK 0x7Fu  /* flags: continuation record count (at most 127 * 64 bytes) */
 #define FX_FLAG_REPLY 0x80u  /* flags: args[5] names a reply slot */
 #define FX_TENSORS_IN_HEAD 4u
@@ -58,7 +59,7 @@ enum {
     FX_OP_MEMSET_ASYNC = 22, /* stream; args: dst, value, nbytes */
     FX_OP_STAGED_H2D = 23,   /* stream, reply; args: dst, staging offset, nbytes */
     /* synchronous calls (reply) */
-    FX_OP_MALLOC = 30,       /* args: size, policy, align32 -> values: addr */
+    FX_OP_MALLOC = 30,       /* args: size, policy, align32 -> values: addr, usable size */
     FX_OP_FREE = 31,         /* args: addr */
     FX_OP_MEM_INFO = 32,     /* args: attr -> values: free, total */
     FX_OP_MEMCPY_H2D = 33,   /* args: dst, staging offset, nbytes */
@@ -110,6 +111,9 @@ typedef struct fx_completion {
     _Alignas(FX_CACHELINE) fx_au64 wake_at[FX_MAX_STREAMS];
     _Alignas(FX_CACHELINE) fx_au64 err_seq[FX_MAX_STREAMS];
     _Alignas(FX_CACHELINE) fx_au32 err_code[FX_MAX_STREAMS];
+    /* per event: the seq of its latest record that ran successfully (a record skipped behind a
+     * sticky error never lands here, so the event does not read as complete) */
+    _Alignas(FX_CACHELINE) fx_au64 event_ok[FX_MAX_EVENTS];
     _Alignas(FX_CACHELINE) fx_reply replies[FX_REPLY_SLOTS];
 } fx_completion;
 
@@ -170,6 +174,17 @@ static inline void fx_complete(fx_completion *c, uint32_t stream, uint64_t seq)
     fx_fence_seq_cst(); /* pairs with the waiter's fence in fx_doorbell_prepare */
     if (fx_load_relaxed_u32(&c->bell.waiters) && seq >= fx_load_relaxed_u64(&c->wake_at[stream]))
         fx_doorbell_ring(&c->bell);
+}
+
+/* An event record ran successfully (before its fx_complete). */
+static inline void fx_event_reached(fx_completion *c, uint32_t event, uint64_t seq)
+{
+    fx_store_release_u64(&c->event_ok[event], seq);
+}
+
+static inline uint64_t fx_event_ok_seq(const fx_completion *c, uint32_t event)
+{
+    return fx_load_acquire_u64(&c->event_ok[event]);
 }
 
 /* Command `seq` failed: the stream's error becomes sticky (the daemon calls this only for the

@@ -61,6 +61,8 @@ MEMCPY_KINDS = (C.ACL_MEMCPY_HOST_TO_HOST, C.ACL_MEMCPY_HOST_TO_DEVICE, C.ACL_ME
 
 def check_desc_args(data_type: Any, dims: Any, fmt: Any) -> Optional[str]:
     """Why (data_type, dims, format) is not a valid tensor descriptor, or None if it is."""
+    if not isinstance(data_type, int) or not isinstance(fmt, int):
+        return f"data type and format must be ints, not {data_type!r} and {fmt!r}"
     if data_type not in DTYPE_SIZES and data_type != C.ACL_DT_UNDEFINED:
         return f"unsupported data type {data_type!r}"
     if fmt not in VALID_FORMATS:
