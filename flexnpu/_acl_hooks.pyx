@@ -125,9 +125,18 @@ from flexnpu.acl._api import (
 )
 from flexnpu.errors import DaemonError, FlexNPUError
 
+cdef extern from "fx_client.h" nogil:
+    ctypedef uint64_t fx_au64   # _Atomic in C: plain reads and writes of it are seq_cst there
+    enum:
+        FX_MAX_MESSAGE
+    void fx_note_submitted(fx_au64 *last, uint64_t seq)
+    int fx_client_launch(fx_ring *r, fx_au64 *last, uint32_t vs, uint32_t op_id, uint32_t attr_id,
+                         uint8_t phase, uint32_t n_in, uint32_t n_out, const uint64_t *pairs,
+                         uint64_t submit_ns, uint64_t deadline, uint64_t spin_ns, uint64_t *seq_out)
+
 cdef enum:
-    MAX_MSG = 128               # records in one message (head + continuations)
-    TENSORS_PER_CONT = 8
+    MAX_MSG = FX_MAX_MESSAGE    # records in one message (head + continuations)
+    MAX_TENSORS = 4 + 127 * 8
     DAEMON_LOST = 507899        # ACL_ERROR_RT_DRV_INTERNAL_ERROR: the daemon died or detached us
 
 cdef uint64_t HOSTREF_BIT = 1ULL << 63
@@ -246,8 +255,7 @@ cdef class _Session:
     cdef readonly int physical
     cdef readonly object bit
     cdef uint64_t va_base, va_end
-    cdef uint64_t seq
-    cdef uint64_t last_seq[FX_MAX_STREAMS]
+    cdef fx_au64 last_seq[FX_MAX_STREAMS]   # seq of the last command pushed on each stream
     cdef uint64_t reported_err[FX_MAX_STREAMS]
     cdef uint8_t stream_used[FX_MAX_STREAMS]
     cdef list free_slots
@@ -264,10 +272,7 @@ cdef class _Session:
     cdef bint lost
     cdef str lost_message
 
-    def __cinit__(self):
-        memset(self.last_seq, 0, sizeof(self.last_seq))
-        memset(self.reported_err, 0, sizeof(self.reported_err))
-        memset(self.stream_used, 0, sizeof(self.stream_used))
+    # (the object's memory starts zeroed: last_seq, reported_err and stream_used are all 0)
 
     def __init__(self, int device, int physical, bit, int phase, dict attach_extra):
         self.device, self.physical, self.bit, self.phase = device, physical, bit, phase
@@ -289,7 +294,6 @@ cdef class _Session:
         self.va_base = self.info["va_base"]
         self.va_end = self.va_base + self.info["va_size"]
         self.soc_name = self.info["soc_name"]
-        self.seq = 0
         self.free_slots = list(range(FX_REPLY_SLOTS))
         self.strings = {}
         self.op_phase = {}
@@ -328,42 +332,44 @@ cdef class _Session:
             raise _Failed(DAEMON_LOST, self.lost_message)
         return 0
 
-    cdef int _send(self, fx_record *msg, uint32_t n) except -1:
-        """Push one message (head + n - 1 continuations); waits (without the GIL) while full."""
+    cdef uint64_t _send(self, fx_record *msg, uint32_t n) except 0:
+        """Push one message (head + n - 1 continuations): its seq.  Waits (without the GIL) while
+        the ring is full."""
         cdef int rc
+        cdef uint64_t seq = 0
         self._check()
-        rc = fx_ring_push_message(self.r, msg, n, 0, 0)
+        rc = fx_ring_push_message(self.r, msg, n, 0, 0, &seq)
         while rc == FX_TIMEOUT:
             with nogil:
-                rc = fx_ring_push_message(self.r, msg, n, FX_FOREVER, self.spin_ns)
+                rc = fx_ring_push_message(self.r, msg, n, FX_FOREVER, self.spin_ns, &seq)
             if rc == FX_INTR:
                 PyErr_CheckSignals()
                 rc = FX_TIMEOUT
         if rc != FX_OK:
             self._lose(rc)
-        return 0
+        return seq
 
-    cdef uint64_t _next_seq(self):
-        self.seq += 1
-        return self.seq
+    cdef inline void note(self, uint32_t vs, uint64_t seq) noexcept:
+        """Stream vs now has command seq queued (synchronize waits for it)."""
+        fx_note_submitted(&self.last_seq[vs], seq)
 
-    cdef int _simple(self, uint16_t opcode, uint32_t vs, uint64_t seq, uint64_t a0, uint64_t a1=0,
-                     uint64_t a2=0, uint64_t a3=0, uint64_t a4=0) except -1:
+    cdef uint64_t _simple(self, uint16_t opcode, uint32_t vs, uint64_t a0, uint64_t a1=0,
+                          uint64_t a2=0, uint64_t a3=0, uint64_t a4=0) except 0:
         cdef fx_record rec
         memset(&rec, 0, sizeof(rec))
-        rec.opcode, rec.stream, rec.seq, rec.phase = opcode, vs, seq, self.phase
+        rec.opcode, rec.stream, rec.phase = opcode, vs, self.phase
         rec.args[0], rec.args[1], rec.args[2], rec.args[3], rec.args[4] = a0, a1, a2, a3, a4
         return self._send(&rec, 1)
 
-    cdef int _with_payload(self, uint16_t opcode, uint64_t seq, uint64_t a0, uint64_t a1, uint64_t a2,
-                           uint64_t a3, bytes payload, uint32_t vs=0) except -1:
+    cdef uint64_t _with_payload(self, uint16_t opcode, uint64_t a0, uint64_t a1, uint64_t a2,
+                                uint64_t a3, bytes payload, uint32_t vs=0) except 0:
         cdef fx_record msg[MAX_MSG]
         cdef Py_ssize_t nbytes = len(payload)
         cdef uint32_t ncont = <uint32_t>((nbytes + FX_RECORD_SIZE - 1) // FX_RECORD_SIZE)
         if ncont > FX_NCONT_MASK:
             raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"{nbytes} bytes of operands is too many for one request")
         memset(msg, 0, (1 + ncont) * FX_RECORD_SIZE)
-        msg[0].opcode, msg[0].flags, msg[0].seq, msg[0].stream, msg[0].phase = opcode, ncont, seq, vs, self.phase
+        msg[0].opcode, msg[0].flags, msg[0].stream, msg[0].phase = opcode, ncont, vs, self.phase
         msg[0].args[0], msg[0].args[1], msg[0].args[2], msg[0].args[3] = a0, a1, a2, a3
         if nbytes:
             memcpy(&msg[1], <const char *>payload, nbytes)
@@ -376,7 +382,7 @@ cdef class _Session:
             return found
         cdef uint32_t sid = len(self.strings) + 1
         raw = text.encode()
-        self._with_payload(FX_OP_DEFINE_STRING, 0, sid, len(raw), 0, 0, raw)
+        self._with_payload(FX_OP_DEFINE_STRING, sid, len(raw), 0, 0, raw)
         self.strings[text] = sid
         if text in _OP_PHASES:
             self.op_phase[sid] = _OP_PHASES[text]
@@ -403,16 +409,15 @@ cdef class _Session:
                 if ncont > FX_NCONT_MASK:
                     raise _Failed(C.ACL_ERROR_INVALID_PARAM, "request too large")
             memset(msg, 0, (1 + ncont) * FX_RECORD_SIZE)
-            seq = self._next_seq()
-            if seq_out != NULL:
-                seq_out[0] = seq
-            msg[0].opcode, msg[0].flags, msg[0].seq, msg[0].stream = opcode, FX_FLAG_REPLY | ncont, seq, vs
+            msg[0].opcode, msg[0].flags, msg[0].stream = opcode, FX_FLAG_REPLY | ncont, vs
             msg[0].phase = self.phase
             msg[0].args[0], msg[0].args[1], msg[0].args[2], msg[0].args[3] = a0, a1, a2, a3
             msg[0].args[5] = slot
             if nbytes:
                 memcpy(&msg[1], <const char *>payload, nbytes)
-            self._send(msg, 1 + ncont)
+            seq = self._send(msg, 1 + ncont)
+            if seq_out != NULL:
+                seq_out[0] = seq
             while True:
                 with nogil:
                     rc = fx_wait_reply(self.c, slot, seq, FX_FOREVER, self.spin_ns)
@@ -435,7 +440,7 @@ cdef class _Session:
         for vs in range(1, <uint32_t>FX_MAX_STREAMS):
             # reuse an index only once everything submitted on it has finished
             if not self.stream_used[vs] and fx_stream_completed(self.c, vs) >= self.last_seq[vs]:
-                self._simple(FX_OP_CREATE_STREAM, vs, 0, <uint64_t><int64_t>priority, flags)
+                self._simple(FX_OP_CREATE_STREAM, vs, <uint64_t><int64_t>priority, flags)
                 self.stream_used[vs] = 1
                 self.reported_err[vs] = fx_stream_err_seq(self.c, vs)  # a fresh stream has no error
                 return vs
@@ -468,14 +473,14 @@ cdef class _Session:
             return 0
         self.reported_err[vs] = err_seq
         code = fx_stream_err_code(self.c, vs)
-        self._simple(FX_OP_CLEAR_ERROR, vs, 0, 0)
+        self._simple(FX_OP_CLEAR_ERROR, vs, 0)
         return code
 
     cdef uint32_t new_event(self, uint32_t flags) except? 0:
         if not self.free_events:
             raise _Failed(C.ACL_ERROR_RT_NO_STREAM_RESOURCE, f"all {FX_MAX_EVENTS - 1} events are in use")
         cdef uint32_t ev = self.free_events.pop()
-        self._simple(FX_OP_CREATE_EVENT, 0, 0, ev, flags)
+        self._simple(FX_OP_CREATE_EVENT, 0, ev, flags)
         self.events[ev] = None
         return ev
 
@@ -661,7 +666,7 @@ cdef class DaemonRuntime:
             else:
                 mirrored = (<_Buffer>obj).defined & s.bit
             if mirrored and not s.lost:
-                s._simple(opcode, 0, 0, index)
+                s._simple(opcode, 0, index)
         with self.lock:
             table[index] = None
             free.append(index)
@@ -792,13 +797,13 @@ cdef class DaemonRuntime:
         cdef _Session s = self.sessions.get(ctx.device)
         if s is not None and not s.lost:
             for vs in ctx.streams:
-                s._simple(FX_OP_DESTROY_STREAM, vs, 0, 0)
+                s._simple(FX_OP_DESTROY_STREAM, vs, 0)
                 s.stream_used[vs] = 0
             for ev in ctx.events:
-                s._simple(FX_OP_DESTROY_EVENT, 0, 0, ev)
+                s._simple(FX_OP_DESTROY_EVENT, 0, ev)
                 s.forget_event(ev)
             if not ctx.is_default:
-                s._simple(FX_OP_DESTROY_STREAM, ctx.vs, 0, 0)
+                s._simple(FX_OP_DESTROY_STREAM, ctx.vs, 0)
                 s.stream_used[ctx.vs] = 0
         ctx.streams.clear()
         ctx.events.clear()
@@ -973,7 +978,7 @@ cdef class DaemonRuntime:
                 if (<_Context>ctx).device == s.device and (<_Context>ctx).vs == vs:
                     raise _Failed(C.ACL_ERROR_INVALID_PARAM, "a context's default stream is destroyed with it")
             with self.lock:
-                s._simple(FX_OP_DESTROY_STREAM, vs, 0, 0)
+                s._simple(FX_OP_DESTROY_STREAM, vs, 0)
                 s.stream_used[vs] = 0
                 for ctx in self.contexts.values():
                     (<_Context>ctx).streams.discard(vs) if (<_Context>ctx).device == s.device else None
@@ -1040,7 +1045,7 @@ cdef class DaemonRuntime:
         try:
             s, ev = self._event(event)
             with self.lock:
-                s._simple(FX_OP_DESTROY_EVENT, 0, 0, ev)
+                s._simple(FX_OP_DESTROY_EVENT, 0, ev)
                 s.forget_event(ev)
                 for ctx in self.contexts.values():
                     (<_Context>ctx).events.discard(ev) if (<_Context>ctx).device == s.device else None
@@ -1054,9 +1059,8 @@ cdef class DaemonRuntime:
         es, ev = self._event(event)
         if es is not s:
             raise _Failed(C.ACL_ERROR_RT_STREAM_CONTEXT, "the event and the stream belong to different devices")
-        seq = s._next_seq()
-        s._simple(opcode, vs, seq, ev)
-        s.last_seq[vs] = seq
+        seq = s._simple(opcode, vs, ev)
+        s.note(vs, seq)
         if opcode == FX_OP_RECORD_EVENT:
             s.events[ev] = (vs, seq)
         elif opcode == FX_OP_RESET_EVENT:
@@ -1296,9 +1300,7 @@ cdef class DaemonRuntime:
             dst_ref = dst if dst_dev else s.host_ref(dst, count)
             src_ref = src if src_dev else s.host_ref(src, count)
             if dst_ref is not None and src_ref is not None:
-                seq = s._next_seq()
-                s._simple(FX_OP_MEMCPY_ASYNC, vs, seq, dst_ref, src_ref, count, kind)
-                s.last_seq[vs] = seq
+                s.note(vs, s._simple(FX_OP_MEMCPY_ASYNC, vs, dst_ref, src_ref, count, kind))
                 return 0
             if dst_dev:  # from ordinary host memory: staged in pieces
                 with s.staging_lock:
@@ -1309,7 +1311,7 @@ cdef class DaemonRuntime:
                         code = s.call(FX_OP_STAGED_H2D, dst + off, 0, n, 0, None, NULL, vs, &seq)
                         if code:
                             return self._fail(code, "staging failed")
-                        s.last_seq[vs] = seq  # the daemon completes this seq on vs, in stream order
+                        s.note(vs, seq)  # the daemon completes this seq on vs, in stream order
                         off += n
                 return 0
             code = s.wait_stream(vs, FX_FOREVER) or s.take_error(vs)
@@ -1347,9 +1349,7 @@ cdef class DaemonRuntime:
             s = self._memset_target(dev_ptr, max_size, value, count)
             if s is not ss:
                 raise _Failed(C.ACL_ERROR_RT_STREAM_CONTEXT, "the memory and the stream belong to different devices")
-            seq = s._next_seq()
-            s._simple(FX_OP_MEMSET_ASYNC, vs, seq, dev_ptr, value, count)
-            s.last_seq[vs] = seq
+            s.note(vs, s._simple(FX_OP_MEMSET_ASYNC, vs, dev_ptr, value, count))
             return 0
         except _Failed as exc:
             return self._fail(exc.code, str(exc))
@@ -1526,30 +1526,31 @@ cdef class DaemonRuntime:
 
     cdef int _mirror_attr(self, _Session s, uint32_t attr_id, _Attr a) except -1:
         """Send the attr's current values to s (a fresh copy: launches there keep old snapshots)."""
-        s._simple(FX_OP_CREATE_ATTR, 0, 0, attr_id)
+        s._simple(FX_OP_CREATE_ATTR, 0, attr_id)
         for name, (kind, value) in a.values.items():
             name_id = s.intern(name)
             if kind in (FX_ATTR_INT, FX_ATTR_DATA_TYPE, FX_ATTR_BOOL):
-                s._simple(FX_OP_SET_ATTR, 0, 0, attr_id, name_id, kind, 0, <uint64_t><int64_t>int(value))
+                s._simple(FX_OP_SET_ATTR, 0, attr_id, name_id, kind, 0, <uint64_t><int64_t>int(value))
             elif kind == FX_ATTR_FLOAT:
-                s._simple(FX_OP_SET_ATTR, 0, 0, attr_id, name_id, kind, 0,
+                s._simple(FX_OP_SET_ATTR, 0, attr_id, name_id, kind, 0,
                           struct.unpack("<Q", struct.pack("<d", value))[0])
             elif kind == FX_ATTR_STRING:
                 raw = value.encode()
-                s._with_payload(FX_OP_SET_ATTR, 0, attr_id, name_id, kind, len(raw), raw)
+                s._with_payload(FX_OP_SET_ATTR, attr_id, name_id, kind, len(raw), raw)
             else:
                 fmt = {FX_ATTR_LIST_INT: "q", FX_ATTR_LIST_FLOAT: "d", FX_ATTR_LIST_BOOL: "B"}[kind]
                 raw = struct.pack(f"<{len(value)}{fmt}", *value)
-                s._with_payload(FX_OP_SET_ATTR, 0, attr_id, name_id, kind, len(value), raw)
+                s._with_payload(FX_OP_SET_ATTR, attr_id, name_id, kind, len(value), raw)
         a.sent[s.bit] = a.version
         return 0
 
     def execute_v2(self, op_type, input_desc, inputs, output_desc, outputs, attr, stream):
         cdef _Session s
-        cdef fx_record msg[MAX_MSG]
-        cdef uint64_t seq, pair
-        cdef uint32_t n_in, n_out, n, ncont, i, vs, attr_id = 0, op_id
-        cdef uint64_t *slots
+        cdef uint64_t pairs[MAX_TENSORS]
+        cdef uint64_t seq = 0, submit_ns
+        cdef uint32_t n_in, n_out, n, i, vs, attr_id = 0, op_id
+        cdef uint8_t phase
+        cdef int rc
         cdef _Desc d
         cdef _Buffer b
         cdef _Attr a
@@ -1564,8 +1565,7 @@ cdef class DaemonRuntime:
             except TypeError:
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, "execute_v2: descs and buffers must be lists")
             n = n_in + n_out
-            ncont = (n - 4 + TENSORS_PER_CONT - 1) // TENSORS_PER_CONT if n > 4 else 0
-            if ncont >= MAX_MSG or n_in > 0xFFFF or n_out > 0xFFFF:
+            if n > MAX_TENSORS or n_in > 0xFFFF or n_out > 0xFFFF:
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"execute_v2: {n} tensors is too many")
             op_id = s.intern(op_type)
             if attr is not None and not (_is_int(attr) and attr == 0):
@@ -1573,8 +1573,6 @@ cdef class DaemonRuntime:
                 attr_id = attr & 0xFFFFFFFF
                 if a.sent.get(s.bit) != a.version:
                     self._mirror_attr(s, attr_id, a)
-            memset(msg, 0, (1 + ncont) * FX_RECORD_SIZE)
-            slots = &msg[0].args[2]  # tensor pairs: 4 in the head, then 8 per continuation
             for i in range(n):
                 dh = input_desc[i] if i < n_in else output_desc[i - n_in]
                 bh = inputs[i] if i < n_in else outputs[i - n_in]
@@ -1583,27 +1581,30 @@ cdef class DaemonRuntime:
                 if not d.defined & s.bit:
                     self._define_desc(s, dh & 0xFFFFFFFF, d)
                 if not b.defined & s.bit:
-                    s._simple(FX_OP_CREATE_BUFFER, 0, 0, bh & 0xFFFFFFFF, b.addr, b.size)
+                    s._simple(FX_OP_CREATE_BUFFER, 0, bh & 0xFFFFFFFF, b.addr, b.size)
                     b.defined |= s.bit
-                pair = (dh & 0xFFFFFFFF) | ((bh & 0xFFFFFFFF) << 32)
-                if i < 4:
-                    slots[i] = pair
-                else:
-                    (<uint64_t *>&msg[1])[i - 4] = pair
-            seq = s._next_seq()
-            msg[0].opcode, msg[0].flags, msg[0].stream, msg[0].seq = FX_OP_LAUNCH, ncont, vs, seq
-            msg[0].phase = s.phase if s.phase != FX_PHASE_UNKNOWN else s.op_phase.get(op_id, FX_PHASE_UNKNOWN)
-            msg[0].args[0] = op_id | (<uint64_t>attr_id << 32)
-            msg[0].args[1] = n_in | (<uint64_t>n_out << 16) | ((fx_now_ns() & 0xFFFFFFFF) << 32)
-            s._send(msg, 1 + ncont)
-            s.last_seq[vs] = seq
+                pairs[i] = (dh & 0xFFFFFFFF) | ((bh & 0xFFFFFFFF) << 32)
+            phase = s.phase if s.phase != FX_PHASE_UNKNOWN else s.op_phase.get(op_id, FX_PHASE_UNKNOWN)
+            s._check()
+            submit_ns = fx_now_ns()
+            rc = fx_client_launch(s.r, s.last_seq, vs, op_id, attr_id, phase, n_in, n_out, pairs, submit_ns,
+                                  0, 0, &seq)
+            while rc == FX_TIMEOUT:  # the ring is full: wait for room without the GIL
+                with nogil:
+                    rc = fx_client_launch(s.r, s.last_seq, vs, op_id, attr_id, phase, n_in, n_out, pairs,
+                                          submit_ns, FX_FOREVER, s.spin_ns, &seq)
+                if rc == FX_INTR:
+                    PyErr_CheckSignals()
+                    rc = FX_TIMEOUT
+            if rc != FX_OK:
+                s._lose(rc)
             return 0
         except _Failed as exc:
             return self._fail(exc.code, str(exc))
 
     cdef int _define_desc(self, _Session s, uint32_t desc_id, _Desc d) except -1:
         raw = struct.pack(f"<{len(d.dims)}q", *d.dims)
-        s._with_payload(FX_OP_CREATE_DESC, 0, desc_id, <uint64_t><uint32_t>d.dtype, <uint64_t><uint32_t>d.fmt,
+        s._with_payload(FX_OP_CREATE_DESC, desc_id, <uint64_t><uint32_t>d.dtype, <uint64_t><uint32_t>d.fmt,
                         len(d.dims), raw)
         d.defined |= s.bit
         return 0

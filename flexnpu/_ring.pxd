@@ -53,7 +53,8 @@ cdef extern from "fx_ring.h" nogil:
     int fx_ring_open(fx_ring *r, void *base, uint64_t mapped)
 
     uint32_t fx_ring_try_push(fx_ring *r, const void *src, uint32_t n)
-    int fx_ring_push_message(fx_ring *r, const void *src, uint32_t n, uint64_t deadline, uint64_t spin_ns)
+    int fx_ring_push_message(fx_ring *r, const void *src, uint32_t n, uint64_t deadline, uint64_t spin_ns,
+                             uint64_t *seq_out)
     uint32_t fx_ring_push_wait(fx_ring *r, const void *src, uint32_t n, uint64_t deadline,
                                uint64_t spin_ns, int *status)
     uint32_t fx_ring_available(const fx_ring *r, uint32_t max)

@@ -482,9 +482,11 @@ static inline uint32_t fx_ring_push_wait(fx_ring *r, const void *src, uint32_t n
 }
 
 /* Push one message of n records (n <= capacity) all together, waiting for room: FX_OK or why
- * not (nothing was pushed then). */
+ * not (nothing was pushed then).  The head record's seq field is set to the message's claim
+ * position + 1 (returned in *seq_out if not NULL): sequence numbers then follow ring order, so
+ * messages of concurrent producers on one stream complete in seq order. */
 static inline int fx_ring_push_message(fx_ring *r, const void *src, uint32_t n, uint64_t deadline,
-                                       uint64_t spin_ns)
+                                       uint64_t spin_ns, uint64_t *seq_out)
 {
     if (n == 0 || n > r->capacity)
         return FX_FULL;
@@ -494,6 +496,9 @@ static inline int fx_ring_push_message(fx_ring *r, const void *src, uint32_t n, 
         uint64_t pos;
         if (fx_ring_claim_n(r, n, 1, &pos)) {
             fx_ring_fill(r, pos, src, n);
+            ((fx_record *)(r->slots + (pos & r->mask) * FX_RECORD_SIZE))->seq = pos + 1;
+            if (seq_out)
+                *seq_out = pos + 1;
             fx_ring_publish(r, pos, n);
             return FX_OK;
         }

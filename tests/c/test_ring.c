@@ -13,6 +13,63 @@
 
 static fx_ring ring;
 
+#define MSG_RECORDS 3u
+#define MSGS_PER_THREAD 50000u
+
+/* Whole messages from several threads: never interleaved, head seqs follow ring order. */
+static void *message_producer(void *arg)
+{
+    uint32_t id = (uint32_t)(uintptr_t)arg;
+    fx_record msg[MSG_RECORDS];
+    for (uint64_t i = 0; i < MSGS_PER_THREAD; i++) {
+        memset(msg, 0, sizeof(msg));
+        msg[0].flags = MSG_RECORDS - 1;
+        for (uint32_t k = 0; k < MSG_RECORDS; k++) {
+            msg[k].stream = id;
+            msg[k].args[0] = i;
+        }
+        uint64_t seq = 0;
+        int rc = fx_ring_push_message(&ring, msg, MSG_RECORDS, FX_FOREVER, 10000, &seq);
+        assert(rc == FX_OK && seq > 0);
+        (void)rc;
+    }
+    return NULL;
+}
+
+static int check_messages(void)
+{
+    pthread_t t[THREADS];
+    for (uintptr_t i = 0; i < THREADS; i++)
+        pthread_create(&t[i], NULL, message_producer, (void *)i);
+    uint64_t next[THREADS] = {0}, last_seq = 0, taken = 0;
+    uint64_t position = fx_load_relaxed_u64(&ring.hdr->head); /* ring position of the next record */
+    uint32_t in_msg = 0, owner = 0;
+    fx_record out[CAP];
+    while (taken < (uint64_t)THREADS * MSGS_PER_THREAD * MSG_RECORDS) {
+        int status;
+        uint32_t n = fx_ring_pop_wait(&ring, out, CAP, fx_deadline_after(5000000000ull), 10000, &status);
+        if (status != FX_OK)
+            return 20;
+        for (uint32_t k = 0; k < n; k++, position++) {
+            if (in_msg == 0) { /* a head: seq is its position + 1, rising */
+                if (out[k].seq != position + 1 || out[k].seq <= last_seq)
+                    return 21;
+                last_seq = out[k].seq;
+                owner = out[k].stream;
+                if (owner >= THREADS || out[k].args[0] != next[owner]++)
+                    return 22;
+            } else if (out[k].stream != owner) { /* another thread's record inside a message */
+                return 23;
+            }
+            in_msg = (in_msg + 1) % MSG_RECORDS;
+        }
+        taken += n;
+    }
+    for (unsigned i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    return 0;
+}
+
 static void *producer(void *arg)
 {
     uint32_t id = (uint32_t)(uintptr_t)arg;
@@ -77,6 +134,9 @@ int main(void)
     }
     for (unsigned i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
+    int rc = check_messages();
+    if (rc)
+        return rc;
     free(base);
     printf("fx_ring C test: ok (%llu records)\n", (unsigned long long)total);
     return 0;
