@@ -331,3 +331,36 @@ def test_unpacked_reply_values_round_trip():
 
     values = pack_text("flexnpu-ipc-0123456789abcdef01234567")
     assert struct.pack("<6Q", *values).rstrip(b"\0").decode() == "flexnpu-ipc-0123456789abcdef01234567"
+
+
+MULTI_DEVICE = textwrap.dedent("""
+    import json, numpy as np, acl
+    from flexnpu import control
+    assert acl.init() == 0
+    count, ret = acl.rt.get_device_count()
+    ptrs, seen = [], []
+    for dev in range(count):
+        assert acl.rt.set_device(dev) == 0
+        data = np.full(256, dev + 1, np.int32)
+        p, ret = acl.rt.malloc(data.nbytes, 0)
+        assert ret == 0
+        assert acl.rt.memcpy(p, data.nbytes, data.ctypes.data, data.nbytes, 1) == 0
+        ptrs.append(p)
+    for dev, p in enumerate(ptrs):
+        assert acl.rt.set_device(dev) == 0
+        out = np.zeros(256, np.int32)
+        assert acl.rt.memcpy(out.ctypes.data, out.nbytes, p, out.nbytes, 2) == 0
+        seen.append(int(out[0]))
+    physical = [int(d) for d in __import__("os").environ["FLEXNPU_VISIBLE_DEVICES"].split(",")]
+    clients = [len(control.request(d, {"op": "status"})["clients"]) for d in physical]
+    print(json.dumps({"count": count, "seen": seen, "clients": clients, "distinct": len(set(ptrs)) == count}))
+""")
+
+
+def test_flexnpu_run_maps_visible_devices_to_their_daemons(rtdir):
+    r = _flexnpu("run", "--device", "1,2", "--memory", "64MiB", "--", sys.executable, "-c", MULTI_DEVICE)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out == {"count": 2, "seen": [1, 2], "clients": [1, 1], "distinct": True}
+    assert r.stderr.count("embedded emulated daemon") == 2
+    assert not control.is_running(1) and not control.is_running(2)
