@@ -12,6 +12,7 @@ import ctypes
 import logging
 import struct
 import time
+import types
 from functools import partial
 from typing import Any, Callable, Optional
 
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 RING_CAPACITY = 4096
 STAGING_BYTES = 8 << 20
+_LAUNCH_CACHE = 4096
+_NO_ATTRS = types.MappingProxyType({})
 HOSTREF_BIT = 1 << 63  # a MEMCPY_ASYNC end in shared host memory: bit 63 | segment id << 40 | offset
 _OP = P.OPCODES
 
@@ -86,6 +89,9 @@ class ClientState:
         self.poisoned = bytearray(P.MAX_STREAMS)
         self.events: dict[int, Any] = {}
         self._tensors: dict[int, TensorArg] = {}  # (desc id | buffer id << 32) -> translated tensor
+        # a decode loop launches the same operators on the same tensors every step: reuse the
+        # LaunchOp (the device never changes it); dropped with the tensor cache, checked for attrs
+        self._launches: dict[tuple, LaunchOp] = {}
         self._submitted: dict[int, int] = {}  # virtual stream -> last seq queued on the device
         self.pending_destroy: list[Any] = []
         # statistics (read by `flexnpu status` from the control thread)
@@ -194,19 +200,19 @@ class ClientState:
         if why is not None:
             return self.malformed(0, seq, slot, f"tensor desc: {why}")
         self.descs[a0] = (dtype, fmt, tuple(dims))
-        self._tensors.clear()
+        self._forget_tensors()
 
     def _destroy_desc(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         self.descs.pop(a0, None)
-        self._tensors.clear()
+        self._forget_tensors()
 
     def _create_buffer(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         self.buffers[a0] = (a1, a2)
-        self._tensors.clear()
+        self._forget_tensors()
 
     def _destroy_buffer(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         self.buffers.pop(a0, None)
-        self._tensors.clear()
+        self._forget_tensors()
 
     def _create_attr(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         self.attrs[a0] = {}
@@ -311,6 +317,11 @@ class ClientState:
         self.poisoned[vs] = 0
 
     # ---- stream work --------------------------------------------------------------------------
+    def _forget_tensors(self) -> None:
+        """A desc, buffer or allocation changed: translated tensors and launches may be stale."""
+        self._tensors.clear()
+        self._launches.clear()
+
     def _tensor(self, pair: int) -> TensorArg:
         cached = self._tensors.get(pair)
         if cached is not None:
@@ -339,14 +350,21 @@ class ClientState:
         n = n_in + n_out
         if len(pairs) < n:
             return self.malformed(vs, seq, slot, f"launch of {n} tensors carries only {len(pairs)}")
-        op_type = self.strings.get(a0 & 0xFFFFFFFF)
         attr_id = a0 >> 32
-        attrs = self.attrs.get(attr_id) if attr_id else {}
+        attrs = self.attrs.get(attr_id) if attr_id else _NO_ATTRS
+        key = (a0, n_in, phase, *pairs[:n])
+        cmd = self._launches.get(key)
         try:
-            if op_type is None or attrs is None:
-                raise DeviceError(C.ACL_ERROR_INVALID_RESOURCE_HANDLE, "launch names an unknown op type or attr")
-            tensors = [self._tensor(p) for p in pairs[:n]]
-            self._submit(vs, LaunchOp(op_type, tensors[:n_in], tensors[n_in:], attrs, phase), seq)
+            if cmd is None or cmd.attrs is not attrs:
+                op_type = self.strings.get(a0 & 0xFFFFFFFF)
+                if op_type is None or attrs is None:
+                    raise DeviceError(C.ACL_ERROR_INVALID_RESOURCE_HANDLE, "launch names an unknown op type or attr")
+                tensors = [self._tensor(p) for p in pairs[:n]]
+                cmd = LaunchOp(op_type, tensors[:n_in], tensors[n_in:], attrs, phase)
+                if len(self._launches) >= _LAUNCH_CACHE:
+                    self._launches.clear()
+                self._launches[key] = cmd
+            self._submit(vs, cmd, seq)
         except DeviceError as exc:
             self._fail_in_order(vs, seq, exc)
 
@@ -415,7 +433,7 @@ class ClientState:
     def _free(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         def work():
             self.memory.free(a0)
-            self._tensors.clear()
+            self._forget_tensors()
 
         self._sync(slot, seq, work)
 
@@ -492,7 +510,7 @@ class ClientState:
     def _ipc_close(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         def work():
             self.memory.close_key(self._key(payload))
-            self._tensors.clear()
+            self._forget_tensors()
 
         self._sync(slot, seq, work)
 

@@ -84,6 +84,7 @@ log = logging.getLogger(__name__)
 BASE_ADDRESS = 0x12C0_0000_0000
 ALIGNMENT = 64
 _MADVISE_MIN = 1 << 20  # give freed blocks at least this large back to the OS
+_TENSOR_VIEW_CACHE = 4096  # cached operator tensor views (see EmulatedDevice._tensor)
 _CLOSED = C.ACL_ERROR_RT_FAILURE
 # Layouts whose memory order is not plain row-major: the numpy operators cannot read them.
 _PRIVATE_FORMATS = {C.ACL_FORMAT_NC1HWC0, C.ACL_FORMAT_FRACTAL_Z, C.ACL_FORMAT_FRACTAL_NZ}
@@ -258,6 +259,10 @@ class EmulatedDevice(Device):
         self._mem: Optional[np.ndarray] = np.frombuffer(self._mmap, dtype=np.uint8)
         self._alloc = Allocator(BASE_ADDRESS, memory_bytes)
         self._mem_lock = threading.Lock()
+        # operator tensors already checked and viewed, by TensorArg identity (callers that reuse
+        # their TensorArgs, as the daemon and --direct do, skip the checks and the numpy view
+        # construction); emptied whenever an allocation goes away
+        self._tensor_views: dict[int, tuple[TensorArg, np.ndarray]] = {}
 
         self._lock = threading.Lock()  # guards streams, events and the queues
         self._work_cv = threading.Condition(self._lock)  # executor threads wait here
@@ -322,6 +327,8 @@ class EmulatedDevice(Device):
         with self._mem_lock:
             self._check_open()
             block = self._alloc.release(addr)
+            if block is not None:
+                self._tensor_views = {}
             if block is not None and block >= _MADVISE_MIN and hasattr(self._mmap, "madvise"):
                 offset = addr - BASE_ADDRESS
                 first = _round_up(offset, mmap.PAGESIZE)
@@ -397,6 +404,18 @@ class EmulatedDevice(Device):
         return mem[offset : offset + nbytes]
 
     def _tensor(self, arg: TensorArg, what: str) -> Optional[np.ndarray]:
+        cached = self._tensor_views.get(id(arg))
+        if cached is not None and cached[0] is arg:
+            return cached[1]
+        view = self._check_tensor(arg, what)
+        if view is not None and view.size:
+            views = self._tensor_views
+            if len(views) >= _TENSOR_VIEW_CACHE:
+                views.clear()
+            views[id(arg)] = (arg, view)
+        return view
+
+    def _check_tensor(self, arg: TensorArg, what: str) -> Optional[np.ndarray]:
         if arg.dtype == C.ACL_DT_UNDEFINED and what == "input":
             return None  # an absent optional input
         if arg.format in _PRIVATE_FORMATS:
@@ -560,6 +579,7 @@ class EmulatedDevice(Device):
             if t is not me:  # close() may come from an on_done callback
                 t.join()
         with self._mem_lock:
+            self._tensor_views = {}
             self._mem = None  # the mapping goes when the last view of it does
             self._mmap = None
 
