@@ -22,12 +22,14 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", default="emulated", choices=["emulated", "ascend"])
     parser.add_argument("--memory", type=parse_size, default=parse_size("16GiB"),
                         help="device memory of the emulated backend (default 16GiB)")
+    parser.add_argument("--spin-us", type=float, default=50.0,
+                        help="how long the idle drainer spins for the next record before it parks (default 50)")
     parser.add_argument("--log-level", default=os.environ.get("FLEXNPU_LOG", "WARNING"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="flexnpu-daemon[%(process)d] %(levelname)s %(message)s")
     from flexnpu_daemon.server import run_daemon
 
-    return run_daemon(args.device, args.backend, args.memory)
+    return run_daemon(args.device, args.backend, args.memory, spin_ns=int(args.spin_us * 1000))
 
 
 if __name__ == "__main__":

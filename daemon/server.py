@@ -327,9 +327,9 @@ def _send(sock: socket.socket, message: dict[str, Any]) -> None:
         sock.setblocking(False)
 
 
-def run_daemon(device_id: int, backend: str, memory_bytes: int) -> int:
+def run_daemon(device_id: int, backend: str, memory_bytes: int, spin_ns: int = 50_000) -> int:
     """Run a daemon in this process until SIGTERM/SIGINT or `flexnpu daemon stop`; exit status."""
-    daemon = Daemon(device_id, backend, memory_bytes)
+    daemon = Daemon(device_id, backend, memory_bytes, spin_ns=spin_ns)
     try:
         daemon.bind()
     except DaemonError as exc:

@@ -105,3 +105,5 @@ cdef extern from "fx_proto.h" nogil:
 cdef class Completion:
     cdef Segment seg
     cdef fx_completion *c
+
+    cdef int _wait(self, bint reply, uint32_t index, uint64_t seq, timeout, uint64_t spin_ns) except -1

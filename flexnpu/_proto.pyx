@@ -125,26 +125,24 @@ cdef class Completion:
 
     def wait_stream(self, uint32_t stream, uint64_t seq, timeout=None, uint64_t spin_ns=50_000):
         """Wait until stream has finished command seq: a WAIT_* code."""
-        cdef uint64_t deadline = FX_FOREVER if timeout is None else fx_deadline_after(<uint64_t>(timeout * 1e9))
-        cdef int rc
-        while True:
-            with nogil:
-                rc = fx_wait_stream(self.c, stream, seq, deadline, spin_ns)
-            if rc == FX_INTR:
-                PyErr_CheckSignals()
-                continue
-            return rc
+        return self._wait(False, stream, seq, timeout, spin_ns)
 
     def wait_reply(self, uint32_t slot, uint64_t seq, timeout=None, uint64_t spin_ns=50_000):
+        """Wait until reply slot holds the answer to request seq: a WAIT_* code."""
+        return self._wait(True, slot, seq, timeout, spin_ns)
+
+    cdef int _wait(self, bint reply, uint32_t index, uint64_t seq, timeout, uint64_t spin_ns) except -1:
         cdef uint64_t deadline = FX_FOREVER if timeout is None else fx_deadline_after(<uint64_t>(timeout * 1e9))
         cdef int rc
         while True:
             with nogil:
-                rc = fx_wait_reply(self.c, slot, seq, deadline, spin_ns)
-            if rc == FX_INTR:
-                PyErr_CheckSignals()
-                continue
-            return rc
+                if reply:
+                    rc = fx_wait_reply(self.c, index, seq, deadline, spin_ns)
+                else:
+                    rc = fx_wait_stream(self.c, index, seq, deadline, spin_ns)
+            if rc != FX_INTR:
+                return rc
+            PyErr_CheckSignals()
 
     def close(self):
         if self.seg is not None:
