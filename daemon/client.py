@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from flexnpu._proto import Completion
 from flexnpu_daemon.backends.base import (
+    AttrDataType,
     CopyOnDevice,
     CopyToDevice,
     CopyToHost,
@@ -228,8 +229,10 @@ class ClientState:
         try:
             if kind == P.ATTR_KINDS["bool"]:
                 value = bool(a4)
-            elif kind in (P.ATTR_KINDS["int"], P.ATTR_KINDS["data_type"]):
+            elif kind == P.ATTR_KINDS["int"]:
                 value = _signed64(a4)
+            elif kind == P.ATTR_KINDS["data_type"]:
+                value = AttrDataType(_signed64(a4))
             elif kind == P.ATTR_KINDS["float"]:
                 value = struct.unpack("<d", struct.pack("<Q", a4))[0]
             elif kind == P.ATTR_KINDS["string"]:

@@ -75,6 +75,7 @@ import numpy as np
 from flexnpu.acl import constants as C
 
 from .base import (
+    AttrDataType,
     Command,
     CopyOnDevice,
     CopyToDevice,
@@ -164,10 +165,6 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "aclopExecuteV2": (_err, [_str, ctypes.c_int, _ptr_array, _ptr_array, ctypes.c_int, _ptr_array, _ptr_array,
                               _ptr, _ptr]),
 }
-
-
-class AttrDataType(int):
-    """An operator attribute value of type aclDataType (plain ints become aclopSetAttrInt)."""
 
 
 class _Runtime:

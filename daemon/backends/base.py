@@ -44,6 +44,10 @@ class TensorArg:
     nbytes: int  # size of the data buffer (>= the tensor's bytes)
 
 
+class AttrDataType(int):
+    """An operator attribute whose type is aclDataType (a plain int attribute is an int64)."""
+
+
 # ---- stream commands ----------------------------------------------------------------------------
 
 
