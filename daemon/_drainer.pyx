@@ -12,11 +12,18 @@ import collections
 import logging
 import time
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 
-from flexnpu._proto cimport FX_FLAG_REPLY, FX_NCONT_MASK, FX_OP_MAX, fx_ring_available_messages
+from flexnpu._proto cimport (
+    FX_CONT_PAYLOAD,
+    FX_FLAG_REPLY,
+    FX_NCONT_MASK,
+    FX_OP_MAX,
+    fx_ring_available_messages,
+    fx_unpack_payload,
+)
 from flexnpu._ring cimport (
     FX_RECORD_SIZE,
     Doorbell,
@@ -27,6 +34,8 @@ from flexnpu._ring cimport (
     fx_ring,
     fx_ring_take,
 )
+
+from flexnpu_daemon.client import STREAM_WORK
 
 log = logging.getLogger("flexnpu_daemon.drainer")
 
@@ -155,8 +164,11 @@ cdef class Drainer:
             rec = <fx_record *>(self.batch + <size_t>k * FX_RECORD_SIZE)
             ncont = rec.flags & FX_NCONT_MASK
             slot = <long>rec.args[5] if rec.flags & FX_FLAG_REPLY else -1
-            payload = (PyBytes_FromStringAndSize(<char *>(rec + 1), ncont * FX_RECORD_SIZE)
-                       if ncont else None)
+            if ncont:
+                payload = PyBytes_FromStringAndSize(NULL, ncont * FX_CONT_PAYLOAD)
+                fx_unpack_payload(rec + 1, ncont, PyBytes_AS_STRING(payload))
+            else:
+                payload = None
             try:
                 handler = handlers[rec.opcode] if rec.opcode < FX_OP_MAX else client._malformed_opcode
                 handler(rec.stream, rec.seq, rec.phase, slot, rec.args[0], rec.args[1], rec.args[2],
@@ -164,7 +176,7 @@ cdef class Drainer:
             except Exception as exc:  # a handler bug costs this request, never the daemon
                 log.exception("client %s: opcode %d failed", client.client_id, rec.opcode)
                 try:
-                    client.malformed(rec.stream, rec.seq, slot, f"internal error: {exc}")
+                    client.malformed(rec.stream, rec.seq, slot, f"internal error: {exc}", rec.opcode in STREAM_WORK)
                 except Exception:
                     log.exception("could not report the failure")
             k += 1 + ncont

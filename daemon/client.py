@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 RING_CAPACITY = 4096
 STAGING_BYTES = 8 << 20
 _LAUNCH_CACHE = 4096
+# opcodes whose record is a command of a stream (its error is reported on that stream)
+STREAM_WORK = {P.OPCODES[n] for n in ("LAUNCH", "MEMCPY_ASYNC", "MEMSET_ASYNC", "STAGED_H2D", "RECORD_EVENT",
+                                      "WAIT_EVENT", "RESET_EVENT")}
 _NO_ATTRS = types.MappingProxyType({})
 HOSTREF_BIT = 1 << 63  # a MEMCPY_ASYNC end in shared host memory: bit 63 | segment id << 40 | offset
 _OP = P.OPCODES
@@ -170,17 +173,19 @@ class ClientState:
         return self.streams[vs]
 
     # ---- malformed input --------------------------------------------------------------------
-    def malformed(self, vs: int, seq: int, slot: int, message: str) -> None:
-        """A record that breaks the protocol: an error for this client only, then carry on."""
+    def malformed(self, vs: int, seq: int, slot: int, message: str, stream_work: bool = False) -> None:
+        """A record that breaks the protocol: an error for this client only, then carry on.
+
+        A request with a reply slot gets the code as its reply; stream work fails on its stream,
+        in order; an object definition that nothing waits for is dropped (a launch naming the
+        object then fails with ACL_ERROR_INVALID_RESOURCE_HANDLE)."""
         self.malformed_count += 1
         log.warning("client %d (pid %d): malformed record: %s", self.client_id, self.pid, message)
         exc = DeviceError(C.ACL_ERROR_INVALID_PARAM, f"malformed request: {message}")
         if slot >= 0:
             self._reply(slot, seq, exc.code)
-        elif seq:  # stream work: its stream reports the error in order
+        elif stream_work:
             self._fail_in_order(vs, seq, exc)
-        # else: an object definition (seq 0) that nothing waits for; a launch naming the object
-        # fails with ACL_ERROR_INVALID_RESOURCE_HANDLE
 
     def _malformed_opcode(self, vs, seq, phase, slot, a0, a1, a2, a3, a4, a5, payload) -> None:
         self.malformed(vs, seq, slot, "unknown opcode")
@@ -352,7 +357,7 @@ class ClientState:
             pairs += struct.unpack_from(f"<{len(payload) // 8}Q", payload)
         n = n_in + n_out
         if len(pairs) < n:
-            return self.malformed(vs, seq, slot, f"launch of {n} tensors carries only {len(pairs)}")
+            return self.malformed(vs, seq, slot, f"launch of {n} tensors carries only {len(pairs)}", True)
         attr_id = a0 >> 32
         attrs = self.attrs.get(attr_id) if attr_id else _NO_ATTRS
         key = (a0, n_in, phase, *pairs[:n])

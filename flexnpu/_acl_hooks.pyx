@@ -29,6 +29,9 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset, strlen
 
 from flexnpu._proto cimport (
+    FX_MAX_PAYLOAD,
+    fx_pack_payload,
+    fx_payload_records,
     FX_ATTR_BOOL,
     FX_ATTR_DATA_TYPE,
     FX_ATTR_FLOAT,
@@ -129,6 +132,7 @@ cdef extern from "fx_client.h" nogil:
     ctypedef uint64_t fx_au64   # _Atomic in C: plain reads and writes of it are seq_cst there
     enum:
         FX_MAX_MESSAGE
+        FX_MAX_TENSORS
     void fx_note_submitted(fx_au64 *last, uint64_t seq)
     int fx_client_launch(fx_ring *r, fx_au64 *last, uint32_t vs, uint32_t op_id, uint32_t attr_id,
                          uint8_t phase, uint32_t n_in, uint32_t n_out, const uint64_t *pairs,
@@ -136,7 +140,7 @@ cdef extern from "fx_client.h" nogil:
 
 cdef enum:
     MAX_MSG = FX_MAX_MESSAGE    # records in one message (head + continuations)
-    MAX_TENSORS = 4 + 127 * 8
+    MAX_TENSORS = FX_MAX_TENSORS
     DAEMON_LOST = 507899        # ACL_ERROR_RT_DRV_INTERNAL_ERROR: the daemon died or detached us
 
 cdef uint64_t HOSTREF_BIT = 1ULL << 63
@@ -365,14 +369,14 @@ cdef class _Session:
                                 uint64_t a3, bytes payload, uint32_t vs=0) except 0:
         cdef fx_record msg[MAX_MSG]
         cdef Py_ssize_t nbytes = len(payload)
-        cdef uint32_t ncont = <uint32_t>((nbytes + FX_RECORD_SIZE - 1) // FX_RECORD_SIZE)
-        if ncont > FX_NCONT_MASK:
+        cdef uint32_t ncont = fx_payload_records(nbytes)
+        if nbytes > FX_MAX_PAYLOAD:
             raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"{nbytes} bytes of operands is too many for one request")
         memset(msg, 0, (1 + ncont) * FX_RECORD_SIZE)
         msg[0].opcode, msg[0].flags, msg[0].stream, msg[0].phase = opcode, ncont, vs, self.phase
         msg[0].args[0], msg[0].args[1], msg[0].args[2], msg[0].args[3] = a0, a1, a2, a3
         if nbytes:
-            memcpy(&msg[1], <const char *>payload, nbytes)
+            fx_pack_payload(&msg[1], <const char *>payload, nbytes)
         return self._send(msg, 1 + ncont)
 
     cdef uint32_t intern(self, str text) except? 0:
@@ -405,8 +409,8 @@ cdef class _Session:
         try:
             if payload:
                 nbytes = len(payload)
-                ncont = <uint32_t>((nbytes + FX_RECORD_SIZE - 1) // FX_RECORD_SIZE)
-                if ncont > FX_NCONT_MASK:
+                ncont = fx_payload_records(nbytes)
+                if nbytes > FX_MAX_PAYLOAD:
                     raise _Failed(C.ACL_ERROR_INVALID_PARAM, "request too large")
             memset(msg, 0, (1 + ncont) * FX_RECORD_SIZE)
             msg[0].opcode, msg[0].flags, msg[0].stream = opcode, FX_FLAG_REPLY | ncont, vs
@@ -414,7 +418,7 @@ cdef class _Session:
             msg[0].args[0], msg[0].args[1], msg[0].args[2], msg[0].args[3] = a0, a1, a2, a3
             msg[0].args[5] = slot
             if nbytes:
-                memcpy(&msg[1], <const char *>payload, nbytes)
+                fx_pack_payload(&msg[1], <const char *>payload, nbytes)
             seq = self._send(msg, 1 + ncont)
             if seq_out != NULL:
                 seq_out[0] = seq

@@ -3,7 +3,7 @@
 
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
-from flexnpu._ring cimport Segment, fx_doorbell, fx_ring
+from flexnpu._ring cimport Segment, fx_doorbell, fx_record, fx_ring
 
 
 cdef extern from "fx_proto.h" nogil:
@@ -15,6 +15,8 @@ cdef extern from "fx_proto.h" nogil:
         FX_NCONT_MASK
         FX_FLAG_REPLY
         FX_TENSORS_IN_HEAD
+        FX_CONT_PAYLOAD
+        FX_MAX_PAYLOAD
 
     enum:
         FX_OP_NOP
@@ -80,6 +82,9 @@ cdef extern from "fx_proto.h" nogil:
         fx_reply replies[1]
 
     uint32_t fx_ring_available_messages(const fx_ring *r, uint32_t max)
+    uint32_t fx_payload_records(uint64_t n)
+    void fx_pack_payload(fx_record *cont, const void *data, uint64_t n)
+    void fx_unpack_payload(const fx_record *cont, uint32_t ncont, void *out)
     uint64_t fx_completion_segment_size()
     void fx_completion_format(void *base, int32_t daemon_pid)
     int fx_completion_open(void *base, uint64_t mapped, fx_completion **out)

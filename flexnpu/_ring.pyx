@@ -318,7 +318,9 @@ cdef class Ring:
     """Multi-producer, single-consumer ring of 64-byte records in shared memory.
 
     ``Ring.create(name=None, capacity=4096)`` makes a new segment (this process owns it and is
-    its default consumer); ``Ring.attach(name)`` maps an existing one and validates it.
+    its default consumer); ``Ring.attach(name)`` maps an existing one and validates it.  The ring
+    owns each record's ``seq`` field: it publishes the record, and a popped record's seq is its
+    position in the ring's total order + 1.  The other 56 bytes arrive as pushed.
     """
 
     def __cinit__(self):

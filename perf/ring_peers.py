@@ -721,7 +721,7 @@ def child_ring_drain(ring: Ring, spin_ns: int, total: int, max_batch: int) -> No
 def child_ring_push_many(ring: Ring, spin_ns: int, total_batches: int) -> None:
     ring.spin_ns = spin_ns
     batch = np.zeros(BATCH, dtype=RECORD_DTYPE)
-    batch["seq"] = np.arange(BATCH)
+    batch["args"][:, 0] = np.arange(BATCH)
     try:
         push_many = ring.push_many
         for _ in itertools.repeat(None, total_batches):

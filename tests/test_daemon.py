@@ -157,9 +157,9 @@ def _raw_attach():
     return conn, Ring.attach(info["ring"]), Completion.attach(info["completion"])
 
 
-def _record(opcode, seq=0, stream=0, args=(), flags=0):
+def _record(opcode, stream=0, args=(), flags=0):
     rec = np.zeros(1, RECORD_DTYPE)
-    rec["opcode"], rec["seq"], rec["stream"], rec["flags"] = opcode, seq, stream, flags
+    rec["opcode"], rec["stream"], rec["flags"] = opcode, stream, flags
     rec["args"][0, : len(args)] = args
     return rec
 
@@ -170,24 +170,27 @@ def test_malformed_records_get_error_codes_and_hurt_no_one_else(daemon):
     try:
         op = P.OPCODES
         slot = 5
+        # every record's seq is its ring position + 1 (the ring stamps it): the first is 1
         # an unknown opcode that asks for a reply
-        ring.push_many(_record(60, seq=1, args=(0, 0, 0, 0, 0, slot), flags=P.FLAG_REPLY))
+        ring.push_many(_record(60, args=(0, 0, 0, 0, 0, slot), flags=P.FLAG_REPLY))
         assert comp.wait_reply(slot, 1, timeout=5) == P.WAIT_OK
         assert comp.reply_of(slot)[0] == C.ACL_ERROR_INVALID_PARAM
-        # a tensor desc claiming 3 dims with no payload; then a launch naming undefined objects
+        # a tensor desc claiming 3 dims with no payload (seq 2): dropped; then a launch (seq 3)
+        # naming undefined objects fails on its stream
         ring.push_many(_record(op["CREATE_DESC"], args=(1, 0, 2, 3)))
-        ring.push_many(_record(op["LAUNCH"], seq=2, stream=0, args=(99 | 7 << 32, 1 | 1 << 16, 1, 2)))
-        assert comp.wait_stream(0, 2, timeout=5) == P.WAIT_OK
-        assert comp.error(0) == (2, C.ACL_ERROR_INVALID_RESOURCE_HANDLE)
-        # work on a stream that does not exist; a message whose continuation count is garbage
-        ring.push_many(_record(op["MEMSET_ASYNC"], seq=3, stream=77, args=(0, 0, 16)))
-        assert comp.wait_stream(77, 3, timeout=5) == P.WAIT_OK and comp.error(77)[0] == 3
+        ring.push_many(_record(op["LAUNCH"], stream=0, args=(99 | 7 << 32, 1 | 1 << 16, 1, 2)))
+        assert comp.wait_stream(0, 3, timeout=5) == P.WAIT_OK
+        assert comp.error(0) == (3, C.ACL_ERROR_INVALID_RESOURCE_HANDLE)
+        # work on a stream that does not exist (seq 4); a message whose continuation count is
+        # garbage (seqs 5 and 6)
+        ring.push_many(_record(op["MEMSET_ASYNC"], stream=77, args=(0, 0, 16)))
+        assert comp.wait_stream(77, 4, timeout=5) == P.WAIT_OK and comp.error(77)[0] == 4
         garbage = np.zeros(2, RECORD_DTYPE)
         garbage["opcode"], garbage["flags"] = op["SET_ATTR"], 1
         ring.push_many(garbage)
-        # the daemon still serves this client ...
-        ring.push_many(_record(op["PING"], seq=4, args=(0, 0, 0, 0, 0, slot), flags=P.FLAG_REPLY))
-        assert comp.wait_reply(slot, 4, timeout=5) == P.WAIT_OK and comp.reply_of(slot)[0] == 0
+        # the daemon still serves this client (seq 7) ...
+        ring.push_many(_record(op["PING"], args=(0, 0, 0, 0, 0, slot), flags=P.FLAG_REPLY))
+        assert comp.wait_reply(slot, 7, timeout=5) == P.WAIT_OK and comp.reply_of(slot)[0] == 0
         st = daemon.status()
         raw = next(c for c in st["clients"] if c["name"] == "raw")
         assert raw["malformed_records"] >= 2
@@ -364,3 +367,29 @@ def test_flexnpu_run_maps_visible_devices_to_their_daemons(rtdir):
     assert out == {"count": 2, "seen": [1, 2], "clients": [1, 1], "distinct": True}
     assert r.stderr.count("embedded emulated daemon") == 2
     assert not control.is_running(1) and not control.is_running(2)
+
+
+def test_long_operands_cross_continuation_records_intact(daemon):
+    """8-D descs (64 bytes of dims), a long list attr and a long op name span several
+    continuation records, each of which gives its seq word to the ring."""
+    acl = client()
+    try:
+        shape = (2, 1, 3, 1, 2, 1, 2, 3)
+        perm = [7, 6, 5, 4, 3, 2, 1, 0]
+        x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+        px, py = upload(acl, x), upload(acl, np.zeros_like(x))
+        dx = acl.create_tensor_desc(C.ACL_FLOAT, list(shape), C.ACL_FORMAT_ND)
+        dy = acl.create_tensor_desc(C.ACL_FLOAT, [shape[p] for p in perm], C.ACL_FORMAT_ND)
+        bx, by = acl.create_data_buffer(px, x.nbytes), acl.create_data_buffer(py, x.nbytes)
+        attr = acl.op.create_attr()
+        assert acl.op.set_attr_list_int(attr, "perm", perm) == 0
+        assert acl.op.set_attr_string(attr, "unused_but_long_" + "x" * 100, "y" * 150) == 0
+        assert acl.op.set_attr_list_float(attr, "unused_floats", [0.5] * 40) == 0
+        assert acl.op.execute_v2("Transpose", [dx], [bx], [dy], [by], attr, 0) == 0
+        assert acl.rt.synchronize_stream(0) == 0
+        out = download(acl, py, tuple(shape[p] for p in perm), np.float32)
+        np.testing.assert_array_equal(out, x.transpose(perm))
+        assert acl.op.execute_v2("NoSuchOperator" + "Z" * 90, [dx], [bx], [dy], [by], 0, 0) == 0
+        assert acl.rt.synchronize_stream(0) == C.ACL_ERROR_OP_NOT_FOUND
+    finally:
+        acl.finalize()

@@ -20,12 +20,21 @@ from flexnpu.ring import RECORD_DTYPE, RECORD_SIZE, Doorbell, Ring, Segment
 
 
 def rec(i: int, stream: int = 0) -> bytes:
-    """A 64-byte record whose seq field is i."""
-    return struct.pack("<HBBIQ6Q", 1, 0, 0, stream, i, i, 0, 0, 0, 0, 0)
+    """A 64-byte record carrying i in args[0] (its seq field belongs to the ring)."""
+    return struct.pack("<HBBIQ6Q", 1, 0, 0, stream, 0, i, 0, 0, 0, 0, 0)
 
 
 def seqs(arr: np.ndarray) -> list[int]:
-    return arr["seq"].tolist()
+    """The payload numbers (args[0]) of popped records."""
+    return arr["args"][:, 0].tolist()
+
+
+def numbered(values) -> np.ndarray:
+    """Records carrying `values` in args[0]."""
+    values = np.asarray(values)
+    arr = np.zeros(len(values), RECORD_DTYPE)
+    arr["args"][:, 0] = values
+    return arr
 
 
 @pytest.fixture
@@ -72,10 +81,18 @@ def test_wraps_around_many_times_in_order(ring):
     assert seqs(ring.pop_many(ring.capacity)) == list(expected)
 
 
+def test_seq_field_is_the_ring_position(ring):
+    """The ring owns each record's seq field: position in the ring's total order + 1."""
+    for lap in range(5):
+        ring.push(struct.pack("<HBBIQ6Q", 1, 0, 0, 0, 12345, lap, 0, 0, 0, 0, 0))
+        ring.push_many(numbered([lap, lap]))
+        out = ring.pop_many(8)
+        assert out["seq"].tolist() == [3 * lap + 1, 3 * lap + 2, 3 * lap + 3]
+        assert seqs(out) == [lap, lap, lap]
+
+
 def test_push_accepts_any_64_byte_buffer(ring):
-    arr = np.zeros(1, RECORD_DTYPE)
-    arr["seq"] = 7
-    ring.push(arr[0])
+    ring.push(numbered([7])[0])
     ring.push(bytearray(rec(8)))
     ring.push(memoryview(rec(9)))
     assert seqs(ring.pop_many(3)) == [7, 8, 9]
@@ -86,9 +103,7 @@ def test_push_accepts_any_64_byte_buffer(ring):
 
 
 def test_push_many_forms_and_partial_push(ring):
-    arr = np.zeros(5, RECORD_DTYPE)
-    arr["seq"] = np.arange(5)
-    assert ring.push_many(arr) == 5
+    assert ring.push_many(numbered(range(5))) == 5
     raw = np.frombuffer(b"".join(rec(i) for i in (5, 6)), np.uint8).reshape(2, 64)
     assert ring.push_many(raw) == 2
     # one slot left: timeout=0 pushes what fits
@@ -100,9 +115,7 @@ def test_push_many_forms_and_partial_push(ring):
 
 
 def test_push_many_non_contiguous_input(ring):
-    arr = np.zeros(6, RECORD_DTYPE)
-    arr["seq"] = np.arange(6)
-    assert ring.push_many(arr[::2]) == 3
+    assert ring.push_many(numbered(range(6))[::2]) == 3
     assert seqs(ring.pop_many(8)) == [0, 2, 4]
 
 
@@ -368,9 +381,7 @@ def test_ring_matches_model(capacity_log2, script):
     with Ring.create(capacity=capacity) as r:
         for op, k in script:
             if op == "push":
-                batch = np.zeros(k, RECORD_DTYPE)
-                batch["seq"] = np.arange(nxt, nxt + k)
-                n = r.push_many(batch, timeout=0)
+                n = r.push_many(numbered(range(nxt, nxt + k)), timeout=0)
                 assert n == min(k, capacity - len(model))
                 model.extend(range(nxt, nxt + n))
                 nxt += k

@@ -79,6 +79,14 @@ static inline int fx_cas_i32(fx_ai32 *p, int32_t *expected, int32_t desired)
                                                    memory_order_acquire);
 }
 
+/* A naturally aligned plain uint64_t that is also copied as data: the seq field of a ring record
+ * (one struct shared with numpy and memcpy, so not _Atomic).  GCC/Clang __atomic builtins give it
+ * the same acquire/release semantics as the helpers above. */
+static inline uint64_t fx_load_acquire_field_u64(const uint64_t *p)
+{ return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void fx_store_relaxed_field_u64(uint64_t *p, uint64_t v)
+{ __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
 /* Full StoreLoad barrier.  Needed between "publish" and "is anybody asleep?" (and between
  * "I am going to sleep" and "is there data?"): a release store alone lets the load pass it and a
  * wake-up is lost (musl on powerpc, Miri's futex model). */

@@ -12,7 +12,8 @@
 #include "fx_proto.h"
 
 #define FX_MAX_MESSAGE 128u /* records in one message: a head and up to 127 continuations */
-#define FX_TENSORS_PER_CONT 8u
+#define FX_TENSORS_PER_CONT (FX_CONT_PAYLOAD / 8)
+#define FX_MAX_TENSORS (FX_TENSORS_IN_HEAD + FX_NCONT_MASK * FX_TENSORS_PER_CONT)
 
 /* last[s] = max(last[s], seq) */
 static inline void fx_note_submitted(fx_au64 *last, uint64_t seq)
@@ -45,13 +46,10 @@ static inline int fx_client_launch(fx_ring *r, fx_au64 *last, uint32_t vs, uint3
     msg[0].stream = vs;
     msg[0].args[0] = op_id | ((uint64_t)attr_id << 32);
     msg[0].args[1] = n_in | ((uint64_t)n_out << 16) | ((submit_ns & 0xFFFFFFFFull) << 32);
-    uint64_t *cont = (uint64_t *)&msg[1];
-    for (uint32_t i = 0; i < n; i++) {
-        if (i < FX_TENSORS_IN_HEAD)
-            msg[0].args[2 + i] = pairs[i];
-        else
-            cont[i - FX_TENSORS_IN_HEAD] = pairs[i];
-    }
+    for (uint32_t i = 0; i < n && i < FX_TENSORS_IN_HEAD; i++)
+        msg[0].args[2 + i] = pairs[i];
+    if (n > FX_TENSORS_IN_HEAD)
+        fx_pack_payload(&msg[1], pairs + FX_TENSORS_IN_HEAD, (uint64_t)(n - FX_TENSORS_IN_HEAD) * 8);
     uint64_t seq;
     int rc = fx_ring_push_message(r, msg, 1 + ncont, deadline, spin_ns, &seq);
     if (rc == FX_OK) {

@@ -4,8 +4,10 @@
  * Every intercepted ACL call that the daemon must see becomes one message in the client's ring:
  * a head record (struct fx_record: opcode, flags, phase, stream, seq, args[6]) followed by
  * `flags & FX_NCONT_MASK` continuation records that carry variable-length data (strings, dims,
- * attribute values, tensor lists) as raw bytes.  A message's records are claimed together, so
- * messages from different threads never interleave.
+ * attribute values, tensor lists).  A message's records are claimed together, so messages from
+ * different threads never interleave.  The ring owns every record's seq field (it publishes the
+ * record), so a continuation record carries 56 payload bytes: its bytes 0..8 and 16..64
+ * (fx_pack_payload / fx_unpack_payload).
  *
  * Results come back through the client's completion block (daemon writes, client reads):
  *  - completed[s]: the seq of the last command finished on virtual stream s (in order per stream);
@@ -29,6 +31,8 @@
 #define FX_NCONT_MASK 0x7Fu  /* flags: continuation record count (at most 127 * 64 bytes) */
 #define FX_FLAG_REPLY 0x80u  /* flags: args[5] names a reply slot */
 #define FX_TENSORS_IN_HEAD 4u
+#define FX_CONT_PAYLOAD 56u  /* payload bytes in one continuation record */
+#define FX_MAX_PAYLOAD (FX_NCONT_MASK * FX_CONT_PAYLOAD)
 
 /* Opcodes.  "stream" = the record's stream field is a virtual stream; "reply" = synchronous. */
 enum {
@@ -147,6 +151,38 @@ static inline int fx_completion_open(void *base, uint64_t mapped, fx_completion 
     return FX_OK;
 }
 
+/* Continuation records needed for n payload bytes. */
+static inline uint32_t fx_payload_records(uint64_t n)
+{
+    return (uint32_t)((n + FX_CONT_PAYLOAD - 1) / FX_CONT_PAYLOAD);
+}
+
+/* Spread n bytes over continuation records (zeroed by the caller), around their seq fields. */
+static inline void fx_pack_payload(fx_record *cont, const void *data, uint64_t n)
+{
+    const unsigned char *in = (const unsigned char *)data;
+    for (; n; cont++) {
+        unsigned char *rec = (unsigned char *)cont;
+        uint64_t a = n < 8 ? n : 8;
+        memcpy(rec, in, a);
+        uint64_t b = n - a < 48 ? n - a : 48;
+        memcpy(rec + offsetof(fx_record, args), in + a, b);
+        in += a + b;
+        n -= a + b;
+    }
+}
+
+/* Gather the payload of ncont continuation records into out (ncont * FX_CONT_PAYLOAD bytes). */
+static inline void fx_unpack_payload(const fx_record *cont, uint32_t ncont, void *out)
+{
+    unsigned char *o = (unsigned char *)out;
+    for (uint32_t i = 0; i < ncont; i++, o += FX_CONT_PAYLOAD) {
+        const unsigned char *rec = (const unsigned char *)&cont[i];
+        memcpy(o, rec, 8);
+        memcpy(o + 8, rec + offsetof(fx_record, args), 48);
+    }
+}
+
 /* Published records from the consumer's position that form whole messages, at most max.  A
  * message's records are claimed together but published one by one, so the tail of what is
  * visible may be a message still being published: it stays in the ring for the next pop. */
@@ -156,7 +192,7 @@ static inline uint32_t fx_ring_available_messages(const fx_ring *r, uint32_t max
     uint64_t head = fx_load_relaxed_u64(&r->hdr->head);
     uint32_t whole = 0;
     while (whole < visible) {
-        const fx_record *rec = (const fx_record *)(r->slots + ((head + whole) & r->mask) * FX_RECORD_SIZE);
+        const fx_record *rec = fx_ring_slot(r, head + whole);
         uint32_t len = 1u + (rec->flags & FX_NCONT_MASK);
         if (whole + len > visible)
             break;

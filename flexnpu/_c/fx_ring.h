@@ -3,10 +3,12 @@
  *
  * Multi-producer (threads of ONE process), single consumer.  Fixed 64-byte records, capacity a
  * power of two.  Producers claim slots with one CAS on `tail` (a batch claims many at once),
- * copy their records in, then publish each slot by writing its sequence number (pos + 1).  The
- * consumer reads slots while their sequence number says "published for this lap", copies a batch
- * out and releases the space with one store to `head`.  Records leave in claim order, so the
- * order each producing thread observed is kept.
+ * copy their records in, then publish each slot by writing its sequence number, pos + 1, into
+ * the record's own `seq` field (Vyukov's per-slot sequence, kept in the record's cache line so a
+ * hand-off moves one line, not two).  The consumer reads slots while their seq says "published
+ * for this lap", copies a batch out and releases the space with one store to `head`.  Records
+ * leave in claim order, so the order each producing thread observed is kept, and every popped
+ * record's seq is its position in that order + 1 (whatever the producer put there).
  *
  * Nothing here is a lock.  A process killed at any instruction leaves at worst a claimed but
  * unpublished slot: the consumer then sees that ring's records stop there (the ring belongs to
@@ -30,7 +32,7 @@
 
 #define FX_RING_MAGIC 0x31474e5255504e46ull     /* "FNPURNG1" */
 #define FX_DOORBELL_MAGIC 0x3142445055504e46ull /* "FNPUPDB1" */
-#define FX_RING_VERSION 1u
+#define FX_RING_VERSION 2u
 #define FX_RECORD_SIZE 64u
 #define FX_NAME_MAX 64 /* bytes for a segment name, NUL included */
 #define FX_RING_MIN_CAPACITY 2u
@@ -91,7 +93,7 @@ typedef struct fx_ring_hdr {
     uint32_t record_size;
     uint64_t capacity;
     uint64_t segment_size;
-    uint64_t seqs_offset;
+    uint64_t _reserved2;
     uint64_t slots_offset;
     int32_t creator_pid;
     uint32_t _reserved0;
@@ -115,7 +117,6 @@ _Static_assert(sizeof(fx_ring_hdr) == 6 * FX_CACHELINE, "ring header is six line
 /* Process-local view of a mapped ring (never in shared memory). */
 typedef struct fx_ring {
     fx_ring_hdr *hdr;
-    fx_au64 *seqs;
     unsigned char *slots;
     uint64_t capacity;
     uint64_t mask;
@@ -131,9 +132,18 @@ static inline int fx_is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 /* Bytes of shared memory a ring of this capacity needs. */
 static inline uint64_t fx_ring_segment_size(uint64_t capacity)
 {
-    uint64_t seqs = sizeof(fx_ring_hdr);
-    uint64_t slots = fx_align_up(seqs + capacity * sizeof(fx_au64), FX_CACHELINE);
-    return fx_align_up(slots + capacity * FX_RECORD_SIZE, 4096);
+    return fx_align_up(sizeof(fx_ring_hdr) + capacity * FX_RECORD_SIZE, 4096);
+}
+
+static inline fx_record *fx_ring_slot(const fx_ring *r, uint64_t pos)
+{
+    return (fx_record *)(r->slots + (pos & r->mask) * FX_RECORD_SIZE);
+}
+
+/* Has the record for position pos been published (this lap)? */
+static inline int fx_ring_published(const fx_ring *r, uint64_t pos)
+{
+    return fx_load_acquire_field_u64(&fx_ring_slot(r, pos)->seq) == pos + 1;
 }
 
 /* The creator formats a fresh (zero-filled) segment, then publishes `magic` last. */
@@ -145,15 +155,14 @@ static inline void fx_ring_format(void *base, uint64_t capacity, uint64_t segmen
     h->record_size = FX_RECORD_SIZE;
     h->capacity = capacity;
     h->segment_size = segment_size;
-    h->seqs_offset = sizeof(fx_ring_hdr);
-    h->slots_offset = fx_align_up(h->seqs_offset + capacity * sizeof(fx_au64), FX_CACHELINE);
+    h->slots_offset = sizeof(fx_ring_hdr);
     h->creator_pid = creator_pid;
     fx_store_relaxed_u64(&h->tail, 0);
     fx_store_relaxed_u64(&h->head, 0);
     fx_store_release_i32(&h->consumer_pid, creator_pid);
-    fx_au64 *seqs = (fx_au64 *)((char *)base + h->seqs_offset);
-    for (uint64_t i = 0; i < capacity; i++)
-        fx_store_relaxed_u64(&seqs[i], 0); /* slot i is free for position i: seq != i + 1 */
+    fx_record *slots = (fx_record *)((char *)base + h->slots_offset);
+    for (uint64_t i = 0; i < capacity; i++) /* touches every page now, not on the hot path */
+        fx_store_relaxed_field_u64(&slots[i].seq, 0); /* slot i free for position i: seq != i + 1 */
     fx_store_release_u64(&h->magic, FX_RING_MAGIC);
 }
 
@@ -174,11 +183,9 @@ static inline int fx_ring_open(fx_ring *r, void *base, uint64_t mapped)
         h->capacity > FX_RING_MAX_CAPACITY)
         return FX_EBADCAPACITY;
     if (h->segment_size != fx_ring_segment_size(h->capacity) || mapped < h->segment_size ||
-        h->seqs_offset != sizeof(fx_ring_hdr) ||
-        h->slots_offset != fx_align_up(h->seqs_offset + h->capacity * 8, FX_CACHELINE))
+        h->slots_offset != sizeof(fx_ring_hdr))
         return FX_ETRUNCATED;
     r->hdr = h;
-    r->seqs = (fx_au64 *)((char *)base + h->seqs_offset);
     r->slots = (unsigned char *)base + h->slots_offset;
     r->capacity = h->capacity;
     r->mask = h->capacity - 1;
@@ -231,8 +238,7 @@ static inline int fx_ring_closed(const fx_ring *r)
 /* Is the next record the consumer will read published? */
 static inline int fx_ring_readable(const fx_ring *r)
 {
-    uint64_t head = fx_load_relaxed_u64(&r->hdr->head);
-    return fx_load_acquire_u64(&r->seqs[head & r->mask]) == head + 1;
+    return fx_ring_published(r, fx_load_relaxed_u64(&r->hdr->head));
 }
 
 /* Records claimed and not yet consumed (published or about to be). */
@@ -283,14 +289,16 @@ static inline uint32_t fx_ring_claim_n(fx_ring *r, uint32_t want, int exact, uin
     }
 }
 
+/* Copy records into claimed slots, all but their seq field (which publishes them). */
 static inline void fx_ring_fill(fx_ring *r, uint64_t pos, const void *src, uint32_t n)
 {
-    uint64_t idx = pos & r->mask;
-    uint64_t first = r->capacity - idx < n ? r->capacity - idx : n;
-    memcpy(r->slots + idx * FX_RECORD_SIZE, src, first * FX_RECORD_SIZE);
-    if (n > first)
-        memcpy(r->slots, (const unsigned char *)src + first * FX_RECORD_SIZE,
-               (n - first) * FX_RECORD_SIZE);
+    const unsigned char *in = (const unsigned char *)src;
+    for (uint32_t i = 0; i < n; i++, in += FX_RECORD_SIZE) {
+        unsigned char *slot = (unsigned char *)fx_ring_slot(r, pos + i);
+        memcpy(slot, in, offsetof(fx_record, seq));
+        memcpy(slot + offsetof(fx_record, args), in + offsetof(fx_record, args),
+               FX_RECORD_SIZE - offsetof(fx_record, args));
+    }
 }
 
 /* Make claimed, filled slots visible, then ring the consumer's doorbell if it sleeps. */
@@ -298,7 +306,7 @@ static inline void fx_ring_publish(fx_ring *r, uint64_t pos, uint32_t n)
 {
     fx_fence_release();
     for (uint32_t i = 0; i < n; i++)
-        fx_store_relaxed_u64(&r->seqs[(pos + i) & r->mask], pos + i + 1);
+        fx_store_relaxed_field_u64(&fx_ring_slot(r, pos + i)->seq, pos + i + 1);
     fx_doorbell_notify(r->data_bell);
 }
 
@@ -326,7 +334,7 @@ static inline uint32_t fx_ring_available(const fx_ring *r, uint32_t max)
 {
     uint64_t head = fx_load_relaxed_u64(&r->hdr->head);
     uint32_t n = 0;
-    while (n < max && fx_load_acquire_u64(&r->seqs[(head + n) & r->mask]) == head + n + 1)
+    while (n < max && fx_ring_published(r, head + n))
         n++;
     return n;
 }
@@ -482,9 +490,9 @@ static inline uint32_t fx_ring_push_wait(fx_ring *r, const void *src, uint32_t n
 }
 
 /* Push one message of n records (n <= capacity) all together, waiting for room: FX_OK or why
- * not (nothing was pushed then).  The head record's seq field is set to the message's claim
- * position + 1 (returned in *seq_out if not NULL): sequence numbers then follow ring order, so
- * messages of concurrent producers on one stream complete in seq order. */
+ * not (nothing was pushed then).  The head record's seq (its claim position + 1, as for every
+ * record) is returned in *seq_out if not NULL: sequence numbers follow ring order, so messages
+ * of concurrent producers on one stream complete in seq order. */
 static inline int fx_ring_push_message(fx_ring *r, const void *src, uint32_t n, uint64_t deadline,
                                        uint64_t spin_ns, uint64_t *seq_out)
 {
@@ -496,7 +504,6 @@ static inline int fx_ring_push_message(fx_ring *r, const void *src, uint32_t n, 
         uint64_t pos;
         if (fx_ring_claim_n(r, n, 1, &pos)) {
             fx_ring_fill(r, pos, src, n);
-            ((fx_record *)(r->slots + (pos & r->mask) * FX_RECORD_SIZE))->seq = pos + 1;
             if (seq_out)
                 *seq_out = pos + 1;
             fx_ring_publish(r, pos, n);

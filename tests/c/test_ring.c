@@ -76,7 +76,7 @@ static void *producer(void *arg)
     for (uint64_t i = 0; i < PER_THREAD; i++) {
         fx_record rec = {0};
         rec.stream = id;
-        rec.seq = i;
+        rec.args[0] = i;
         int status;
         uint32_t n = fx_ring_push_wait(&ring, &rec, 1, FX_FOREVER, 10000, &status);
         assert(n == 1 && status == FX_OK);
@@ -100,7 +100,8 @@ int main(void)
         return 2;
     for (uint32_t i = 0; i < CAP; i++) {
         fx_record rec = {0};
-        rec.seq = i;
+        rec.args[0] = i;
+        rec.seq = 999; /* the ring replaces it with the record's position + 1 */
         if (fx_ring_try_push(&ring, &rec, 1) != 1)
             return 3;
     }
@@ -110,7 +111,7 @@ int main(void)
     if (fx_ring_try_pop(&ring, out, CAP) != CAP)
         return 5;
     for (uint32_t i = 0; i < CAP; i++)
-        if (out[i].seq != i)
+        if (out[i].args[0] != i || out[i].seq != i + 1)
             return 6;
 
     /* threads: per-producer order, nothing lost */
@@ -126,7 +127,7 @@ int main(void)
         if (status != FX_OK)
             return 7;
         for (uint32_t k = 0; k < n; k++) {
-            if (out[k].stream >= THREADS || out[k].seq != next[out[k].stream])
+            if (out[k].stream >= THREADS || out[k].args[0] != next[out[k].stream])
                 return 8;
             next[out[k].stream]++;
         }
