@@ -171,8 +171,12 @@ def test_all_to_all_uses_the_link():
 
 def test_compute_and_memory_bound_overlap_well_two_of_a_kind_do_not():
     compute_bound, memory_bound = (1.0, 0.1, 0.0), (0.1, 1.0, 0.0)
-    mixed = share_rates([compute_bound, memory_bound])
-    assert min(mixed) > 0.9  # each keeps ~91% of its speed: total work done ~1.8 chips' worth
+    # the memory-bound work occupies half the cores to pull full bandwidth (bw_saturation 0.5): together
+    # they need 1.5 chips' worth of cores, so each runs at 2/3 -- 1.33 chips of work, not 1
+    mixed = share_rates([compute_bound, memory_bound], bw_saturation=0.5)
+    assert mixed == pytest.approx([2 / 3, 2 / 3])
+    # if a quarter of the cores saturates HBM, the overlap is better still
+    assert share_rates([compute_bound, memory_bound], bw_saturation=0.25) == pytest.approx([0.8, 0.8])
     same = share_rates([compute_bound, compute_bound])
     assert same == pytest.approx([0.5, 0.5])
     both_mem = share_rates([memory_bound, memory_bound])
@@ -194,33 +198,36 @@ def test_core_limits_split_compute():
        st.lists(st.floats(0.05, 1.0), min_size=4, max_size=4))
 def test_shared_rates_respect_every_capacity(demands, caps):
     caps = caps[: len(demands)]
-    rates = share_rates(demands, caps)
+    rates = share_rates(demands, caps, bw_saturation=0.5)
+    use = [(max(c, 0.5 * m), m, li) for c, m, li in demands]  # cores occupied, HBM, link per unit rate
     for k in range(3):
-        assert sum(r * d[k] for r, d in zip(rates, demands)) <= 1 + 1e-9
-    for r, d, cap in zip(rates, demands, caps):
+        assert sum(r * u[k] for r, u in zip(rates, use)) <= 1 + 1e-9
+    for r, u, cap in zip(rates, use, caps):
         assert 0 <= r <= 1 + 1e-12
-        assert r * d[0] <= cap + 1e-9
+        assert r * u[0] <= cap + 1e-9
     # max-min fair: no stream can be sped up without a binding constraint
-    for i, (r, d, cap) in enumerate(zip(rates, demands, caps)):
+    for i, (r, u, cap) in enumerate(zip(rates, use, caps)):
         if r < 1 - 1e-9:
-            own = (d[0] > 0 and r * d[0] >= cap - 1e-9) or (
-                d[1] > 0 and r * d[1] >= min(1, cap / 0.5) - 1e-9)
-            shared = any(d[k] > 1e-12 and sum(rr * dd[k] for rr, dd in zip(rates, demands)) >= 1 - 1e-9
+            own = u[0] > 0 and r * u[0] >= cap - 1e-9
+            shared = any(u[k] > 1e-12 and sum(rr * uu[k] for rr, uu in zip(rates, use)) >= 1 - 1e-9
                          for k in range(3))
             assert own or shared, (i, rates)
 
 
 def test_shared_chip_runs_two_streams_to_completion():
-    chip = SharedChip()
-    prefill = Work(alone_s=0.100, compute_s=0.095, mem_s=0.010)  # compute-bound
-    decode = Work(alone_s=0.020, compute_s=0.004, mem_s=0.019)  # memory-bound
+    chip = SharedChip(bw_saturation=0.5)
+    prefill = Work(alone_s=0.100, compute_s=0.095, mem_s=0.010)  # compute-bound: cores 0.95
+    decode = Work(alone_s=0.020, compute_s=0.004, mem_s=0.019)  # memory-bound: cores 0.475
     chip.start(0, decode, "d")
     chip.start(1, prefill, "p")
     done = chip.advance(1.0)
     assert [tag for _, tag, _ in done] == ["d", "p"]
     t_decode, t_prefill = done[0][2], done[1][2]
-    assert 0.020 < t_decode < 0.020 * 1.3  # barely slowed
-    assert 0.100 < t_prefill < 0.100 + 0.020  # at most one decode's worth of delay
+    rate = 1 / (0.95 + 0.475)  # both slowed equally while they share the cores
+    assert t_decode == pytest.approx(0.020 / rate)
+    # prefill then runs alone at full speed for the rest
+    assert t_prefill == pytest.approx(t_decode + (0.100 - t_decode * rate))
+    assert t_prefill < 0.100 + 0.020  # less than running the two back to back
     assert chip.next_completion() == math.inf and not chip.busy(0)
 
 

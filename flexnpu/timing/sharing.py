@@ -1,18 +1,21 @@
 """Operators of different streams running at once on one chip: a fluid sharing model.
 
 Each running :class:`~flexnpu.timing.roofline.Work` would, alone, progress at rate 1 while keeping
-fractions ``(c, m, l)`` of the cores, HBM bandwidth and link busy.  Run together, work ``i`` progresses
-at rate ``r_i`` subject to
+fractions ``(c, m, l)`` of the cores' compute, the HBM bandwidth and the link busy.  A kernel occupies
+AI cores both to compute and to keep enough memory requests in flight: pulling a fraction ``m`` of the
+HBM bandwidth takes ``bw_saturation * m`` of the cores (``bw_saturation`` is the core share that
+saturates HBM).  So at rate ``r`` a work occupies ``r * max(c, bw_saturation * m)`` of the cores.  Run
+together, work ``i`` progresses at rate ``r_i`` subject to
 
-* cores:  ``sum r_i c_i <= 1`` and, per stream with a core limit ``f`` (``aclrtSetStreamResLimit``),
-  ``r_i c_i <= f``;
-* HBM:    ``sum r_i m_i <= 1`` and ``r_i m_i <= min(1, f / bw_saturation)``: a stream held to a few
-  cores cannot pull the full bandwidth (``bw_saturation`` is the core share that saturates HBM);
+* cores:  ``sum r_i k_i <= 1`` with ``k_i = max(c_i, bw_saturation * m_i)``, and, per stream with a core
+  limit ``f`` (``aclrtSetStreamResLimit``), ``r_i k_i <= f``;
+* HBM:    ``sum r_i m_i <= 1``;
 * link:   ``sum r_i l_i <= 1``;  and ``r_i <= 1``.
 
 Rates are the max-min fair point (progressive filling): every stream speeds up equally until a resource
-it uses is exhausted.  So a compute-bound and a memory-bound work overlap well (both near rate 1), two
-compute-bound ones split the cores (rate 1/2 each).
+it uses is exhausted.  A compute-bound and a memory-bound work overlap well (the memory-bound one needs
+only part of the cores), two compute-bound ones split the cores (rate 1/2 each), two memory-bound ones
+split the bandwidth.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Any
 
 from flexnpu.timing.roofline import Work
 
-# Share of the AI cores at which a memory-bound kernel saturates HBM bandwidth.  No Ascend measurement
-# was found; 0.5 is our assumption (GPU microbenchmarks saturate HBM with roughly a third to a half of
-# the SMs).  The ablation in perf/PD_RESULTS.md varies it.
+# Share of the AI cores a kernel must occupy to saturate HBM bandwidth.  No Ascend measurement was
+# found; 0.5 is our assumption (GPU microbenchmarks saturate HBM with roughly a third to a half of the
+# SMs).  The ablation in perf/PD_RESULTS.md varies it.
 DEFAULT_BW_SATURATION = 0.5
 
 _EPS = 1e-12
@@ -41,17 +44,12 @@ def share_rates(demands: Sequence[tuple[float, float, float]], core_caps: Sequen
     """
     n = len(demands)
     upper = [1.0] * n
+    # per work: (core occupancy, HBM, link) per unit of rate
+    use = [(max(c, bw_saturation * m), m, li) for c, m, li in demands]
     for i in range(n):
-        c, m, _l = demands[i]
         cap = 1.0 if core_caps is None else core_caps[i]
-        u = 1.0
-        if c > 0.0 and cap < c:
-            u = cap / c
-        if m > 0.0:
-            bw = cap / bw_saturation
-            if bw < 1.0 and bw < u * m:
-                u = bw / m
-        upper[i] = u
+        k = use[i][0]
+        upper[i] = cap / k if k > cap else 1.0
     if n == 1:  # alone: only its own limits bind (each demand fraction is at most 1)
         return upper
     rates = [0.0] * n
@@ -64,7 +62,7 @@ def share_rates(demands: Sequence[tuple[float, float, float]], core_caps: Sequen
         for k in range(3):
             load = 0.0
             for i in active:
-                load += demands[i][k]
+                load += use[i][k]
             if load > _EPS:
                 t = (1.0 - used[k]) / load
                 if t < new_level - _EPS:
@@ -73,9 +71,9 @@ def share_rates(demands: Sequence[tuple[float, float, float]], core_caps: Sequen
             new_level = level
         keep = []
         for i in active:
-            if (upper[i] <= new_level + _EPS) if binding < 0 else (demands[i][binding] > _EPS):
+            if (upper[i] <= new_level + _EPS) if binding < 0 else (use[i][binding] > _EPS):
                 rates[i] = new_level
-                d = demands[i]
+                d = use[i]
                 used[0] += new_level * d[0]
                 used[1] += new_level * d[1]
                 used[2] += new_level * d[2]
@@ -105,6 +103,8 @@ class SharedChip:
     """
 
     def __init__(self, bw_saturation: float = DEFAULT_BW_SATURATION):
+        if not 0.0 < bw_saturation <= 1.0:
+            raise ValueError(f"bw_saturation {bw_saturation} must be in (0, 1]")
         self.now = 0.0
         self.bw_saturation = bw_saturation
         self._running: dict[int, _Running] = {}
