@@ -106,7 +106,8 @@ class EngineRule:
     ``batching``: ``prefill-first`` (whole prompts, prefill preferred, one stream), ``hybrid`` (every
     step carries all decodes plus prefill chunks up to ``token_budget`` tokens, decode tokens counted,
     one stream), or ``split`` (a prefill client and a decode client on two streams of the chip).
-    ``disaggregated``: instances are split once into prefill and decode pools.
+    ``disaggregated``: instances are split once into prefill and decode pools.  Token counts are per
+    chip: an instance of several chips (data-parallel attention) runs one such engine per chip.
     """
 
     batching: str

@@ -513,10 +513,6 @@ class Instance:
         if not math.isinf(nxt):
             self.cluster.schedule(max(nxt, now), self)
 
-    def idle(self) -> bool:
-        return not (self.running_ops or self.pending or self.queued or self.waiting or self.joining
-                    or self.n_run)
-
 
 class Cluster:
     """Instances over ``config.chips`` chips serving one workload."""
