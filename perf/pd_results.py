@@ -66,6 +66,17 @@ def metrics(res) -> dict:
     return out
 
 
+def stability(load: float, duration: float, p50: float) -> dict:
+    """Is static-coloc stable at this load?  Run it twice as long: a stable queue keeps its median TTFT
+    and serves what is offered; one that falls behind sees the median grow with the run length."""
+    spec = WorkloadSpec((CONV,), 2 * duration, "poisson", rate=load * QWEN.chips)
+    m = metrics(simulate(replace(QWEN, policy="static-coloc"), spec.build(1.0, 0)))
+    grows = m["ttft_p50_s"] / p50
+    return {"ttft_p50_s_at_2x_duration": m["ttft_p50_s"], "ttft_p50_growth_at_2x": grows,
+            "throughput_vs_offered_at_2x": m["throughput_vs_offered"],
+            "stable": grows <= 1.25 and m["throughput_vs_offered"] >= 0.99}
+
+
 def ttft_growth(rec) -> float:
     """Median TTFT of the last quarter of arrivals over that of the second quarter: ~1 when the queue is
     stable, growing with time when the system falls behind (unfinished requests count as infinite)."""
@@ -83,7 +94,6 @@ def compare(static: dict, dyn: dict) -> dict:
         "ttft_p50_cut": 1 - dyn["ttft_p50_s"] / static["ttft_p50_s"],
         "throughput_change": dyn["output_tokens_per_s"] / static["output_tokens_per_s"] - 1,
         "tpot_p50_change": dyn["tpot_p50_s"] / static["tpot_p50_s"] - 1,
-        "static_stable": static["ttft_growth"] < 1.5 and static["throughput_vs_offered"] > 0.98,
     }
 
 
@@ -113,7 +123,9 @@ def qwen(smoke: bool) -> dict:
         row = {"requests_per_s_per_chip": load, "runs": per_seed}
         for key in ("ttft_p50_cut", "throughput_change", "tpot_p50_change"):
             row[key] = float(np.mean([r[key] for r in per_seed]))
-        row["static_stable"] = all(r["static_stable"] for r in per_seed)
+        log(f"qwen poisson {load}/chip: static-coloc stability")
+        row["stability"] = stability(load, duration, per_seed[0]["static-coloc"]["ttft_p50_s"])
+        row["static_stable"] = row["stability"]["stable"]
         row["goal_met"] = all(meets_qwen_goal(r) for r in per_seed)
         out["poisson"].append(row)
     # the trace's own arrivals, rate-scaled, over two full passes of the hour (every load sees the
@@ -128,8 +140,11 @@ def qwen(smoke: bool) -> dict:
         s = metrics(simulate(replace(QWEN, policy="static-coloc"), w))
         d = metrics(simulate(replace(QWEN, policy="dynamic"), w))
         c = compare(s, d)
+        # two passes of a bursty hour: "keeps up" = serves 98% of what is offered within the window
         out["trace"].append({"rate_scale": scale, "requests_per_s_per_chip": len(w) / dur / chips,
-                             "static-coloc": s, "dynamic": d, **c, "goal_met": meets_qwen_goal(c)})
+                             "static-coloc": s, "dynamic": d, **c,
+                             "static_stable": s["throughput_vs_offered"] >= 0.98,
+                             "goal_met": meets_qwen_goal(c)})
     return out
 
 
@@ -205,6 +220,8 @@ QWEN_VARIANTS = [
 ]
 
 DEEPSEEK_VARIANTS = [
+    ("dynamic, granularity: layer", {"granularity": "layer"}, {}),
+    ("dynamic, granularity: step", {"granularity": "step"}, {}),
     ("dynamic, time-slicing instead of core split", {"split": "time"}, {}),
     ("dynamic, no core limits", {"controller": "none"}, {}),
     ("dynamic, bw_saturation 1.0", {}, {"bw_saturation": 1.0}),
@@ -225,7 +242,7 @@ def ablation(smoke: bool) -> dict:
         out["qwen"]["variants"][label] = metrics(simulate(cfg, w))
     cfg = DEEPSEEK if not smoke else replace(DEEPSEEK, chips=32)
     dspec = WorkloadSpec((CONV,), 10 if smoke else 120)
-    for label, opts, fields in DEEPSEEK_VARIANTS[: 1 if smoke else None]:
+    for label, opts, fields in DEEPSEEK_VARIANTS[:1] if smoke else DEEPSEEK_VARIANTS:
         log(f"ablation deepseek: {label}")
         variant = replace(cfg, policy="dynamic", **fields).with_options(**opts)
         if smoke:
@@ -300,8 +317,9 @@ def summary(res: dict) -> str:
                 f"| {row['requests_per_s_per_chip']:g} | {cells} | {pct(-row['ttft_p50_cut'])} "
                 f"| {pct(row['throughput_change'])} | {pct(row['tpot_p50_change'])} "
                 f"| {'yes' if row['static_stable'] else 'no'} | {'yes' if row['goal_met'] else 'no'} |")
-        lines += ["", "Rows with several seeds average the changes over seeds 0-2 (static stable / goal met: "
-                  "for every seed).", "", "Trace arrivals (two passes of the hour, rate-scaled):", "",
+        lines += ["", "Rows with several seeds average the changes over seeds 0-2 (goal met: for every seed). "
+                  "Static stable: static-coloc run twice as long keeps its median TTFT (within 25%) and serves "
+                  ">= 99% of the offered tokens.", "", "Trace arrivals (two passes of the hour, rate-scaled):", "",
                   "| rate scale | req/s/chip | TTFT p50 | TTFT p90 | TPOT p50 | out tok/s | TTFT p50 change "
                   "| tput change | static stable | goal met |", "|" + "---|" * 10]
         for row in q["trace"]:
@@ -381,14 +399,14 @@ def plots(res: dict, out_dir: str) -> None:
         plt.close(fig)
     if "deepseek" in res:
         items = list(res["deepseek"]["goodput"].items())
-        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        fig, ax = plt.subplots(figsize=(8.5, 3.8))
         ax.barh(range(len(items)), [g["requests_per_s"] for _, g in items],
                 color=["tab:red" if k.startswith("dynamic") else "tab:green" for k, _ in items])
         ax.set_yticks(range(len(items)))
         ax.set_yticklabels([k for k, _ in items], fontsize=6)
         ax.set_xlabel("goodput, requests/s")
         ax.set_title(f"DeepSeek-R1 on {res['deepseek']['config']['chips']} x 910C")
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.42, right=0.97, bottom=0.14)
         fig.savefig(os.path.join(out_dir, "deepseek_goodput.png"), dpi=80)
         plt.close(fig)
 
@@ -396,7 +414,8 @@ def plots(res: dict, out_dir: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny runs through the same code, in seconds")
-    ap.add_argument("--only", default="qwen,deepseek,ablation,speed", help="comma-separated parts to run")
+    ap.add_argument("--only", default="qwen,deepseek,ablation,speed",
+                    help="comma-separated parts to run ('' rewrites the summary and plots from the JSON)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args(argv)
@@ -407,10 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(path) and not args.smoke:  # keep parts not rerun
         with open(path) as f:
             res = json.load(f)
-    t0 = time.perf_counter()
     for name in [p.strip() for p in args.only.split(",") if p.strip()]:
+        t0 = time.perf_counter()
         res[name] = parts[name](args.smoke)
-    res["generated_s"] = time.perf_counter() - t0
+        res[name]["part_wall_s"] = time.perf_counter() - t0
     with open(path, "w") as f:
         json.dump(res, f, indent=1, default=float)
         f.write("\n")
