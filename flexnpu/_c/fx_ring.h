@@ -364,15 +364,23 @@ static inline uint32_t fx_ring_try_pop(fx_ring *r, void *dst, uint32_t max)
 
 /* ---- waiting ------------------------------------------------------------------------------- */
 
-/* Spin (with the pause hint) until cond holds or spin_ns passes; clock read every 64 turns. */
+/* Spin until cond holds or spin_ns passes.  The first turns are plain re-reads (a hand-off
+ * usually lands within them, and `pause` costs tens of cycles on recent cores); then the pause
+ * hint; the clock is read only every 64 turns, first after 64, so a short wait never pays for it. */
 #define FX_SPIN_UNTIL(cond, spin_ns)                                                           \
     do {                                                                                       \
         if ((spin_ns) > 0) {                                                                   \
-            uint64_t fx_spin_end_ = fx_now_ns() + (spin_ns);                                   \
+            uint64_t fx_spin_end_ = 0;                                                         \
             for (unsigned fx_i_ = 1; !(cond); fx_i_++) {                                       \
-                fx_cpu_relax();                                                                \
-                if ((fx_i_ & 63) == 0 && fx_now_ns() >= fx_spin_end_)                          \
-                    break;                                                                     \
+                if (fx_i_ > 16)                                                                \
+                    fx_cpu_relax();                                                            \
+                if ((fx_i_ & 63) == 0) {                                                       \
+                    uint64_t fx_now_ = fx_now_ns();                                            \
+                    if (!fx_spin_end_)                                                         \
+                        fx_spin_end_ = fx_now_ + (spin_ns);                                    \
+                    else if (fx_now_ >= fx_spin_end_)                                          \
+                        break;                                                                 \
+                }                                                                              \
             }                                                                                  \
         }                                                                                      \
     } while (0)
