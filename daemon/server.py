@@ -67,7 +67,7 @@ class Daemon:
         self._free_ids = list(range(MAX_CLIENTS - 1, -1, -1))
         self._rates: dict[int, tuple[float, int]] = {}
         # what detached clients did (status adds the attached ones)
-        self._finished = {"clients": 0, "launches": 0, "dispatch_ns_sum": 0, "dispatch_ns_max": 0}
+        self._finished = {"clients": 0, "launches": 0, "ring_wait_ns_sum": 0, "ring_wait_ns_max": 0}
         self.started_at = time.time()
         self.uid = os.getuid()
         self.path = control.socket_path(device_id)
@@ -264,8 +264,8 @@ class Daemon:
         f = self._finished
         f["clients"] += 1
         f["launches"] += client.launches
-        f["dispatch_ns_sum"] += client.dispatch_ns_sum
-        f["dispatch_ns_max"] = max(f["dispatch_ns_max"], client.dispatch_ns_max)
+        f["ring_wait_ns_sum"] += client.ring_wait_ns_sum
+        f["ring_wait_ns_max"] = max(f["ring_wait_ns_max"], client.ring_wait_ns_max)
         self._free_ids.append(client.client_id)
 
     def _idle(self) -> None:
@@ -296,13 +296,13 @@ class Daemon:
         f = self._finished
         live = [c for c in self.clients.values()]
         launches = f["launches"] + sum(c.launches for c in live)
-        dispatch_sum = f["dispatch_ns_sum"] + sum(c.dispatch_ns_sum for c in live)
-        dispatch_max = max([f["dispatch_ns_max"]] + [c.dispatch_ns_max for c in live])
+        dispatch_sum = f["ring_wait_ns_sum"] + sum(c.ring_wait_ns_sum for c in live)
+        dispatch_max = max([f["ring_wait_ns_max"]] + [c.ring_wait_ns_max for c in live])
         totals = {
             "clients_served": f["clients"] + len(live),
             "launches": launches,
-            "dispatch_latency_us_mean": dispatch_sum / launches / 1e3 if launches else None,
-            "dispatch_latency_us_max": dispatch_max / 1e3 if launches else None,
+            "ring_wait_us_mean": dispatch_sum / launches / 1e3 if launches else None,
+            "ring_wait_us_max": dispatch_max / 1e3 if launches else None,
         }
         return {
             "device": self.device_id,

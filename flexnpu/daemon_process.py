@@ -45,7 +45,8 @@ def spawn(device: int, backend: str = "emulated", memory: int = 16 << 30, detach
                 raise DaemonError(f"the daemon for device {device} did not start within {READY_TIMEOUT_S:.0f} s")
             time.sleep(0.05)
         return proc
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=die_with_parent)
     line = proc.stdout.readline()  # "READY <socket> pid <pid>", or an error, or EOF
     if not line.startswith("READY"):
         proc.wait(10)
@@ -74,6 +75,20 @@ def stop(device: int, proc: Optional[subprocess.Popen] = None, timeout: float = 
     if proc is not None:
         proc.wait(5)
     return True
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM it when the process that started it dies (Linux), so an
+    embedded daemon never outlives a `flexnpu run` that was killed.  The daemon's SIGTERM handler
+    detaches its clients and removes its segments and socket."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the daemon then outlives a killed parent; `flexnpu daemon stop` ends it
 
 
 def _alive(pid: int) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flexnpu import control
+from flexnpu.daemon_process import die_with_parent
 
 
 @contextlib.contextmanager
@@ -35,6 +36,7 @@ class DaemonProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flexnpu_daemon", "--device", str(device), "--memory", memory],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            preexec_fn=die_with_parent,  # a crashed test run leaves no daemon behind
         )
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):

@@ -294,9 +294,9 @@ def test_malloc_alignment_and_usable_size(acl):
     for size in (1, 31, 32, 100, 4096, 1_000_003):
         ptr = malloc(acl, size)
         assert ptr % 64 == 0
-        blob = np.full(size + 32, 7, np.uint8)
         # aclrtMalloc rounds the size up to a multiple of 32, plus 32 bytes
         usable = -(-size // 32) * 32 + 32
+        blob = np.full(usable + 64, 7, np.uint8)  # the host side must hold every byte copied
         ok(acl.rt.memcpy(ptr, usable, blob.ctypes.data, usable, H2D))
         assert acl.rt.memcpy(ptr, usable + 64, blob.ctypes.data, usable + 64, H2D) == INVALID_PARAM
         ok(acl.rt.free(ptr))

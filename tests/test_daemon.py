@@ -393,3 +393,26 @@ def test_long_operands_cross_continuation_records_intact(daemon):
         assert acl.rt.synchronize_stream(0) == C.ACL_ERROR_OP_NOT_FOUND
     finally:
         acl.finalize()
+
+
+def test_killed_flexnpu_run_takes_its_embedded_daemon_and_program_down(rtdir):
+    program = "import acl, time; acl.init(); acl.rt.set_device(0); print('UP', flush=True); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-m", "flexnpu.cli", "run", "--memory", "64MiB", "--",
+                             sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "UP"
+        daemon_pid = control.request(0, {"op": "ping"})["pid"]
+        assert daemon_segments(daemon_pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while (control.is_running(0) or daemon_segments(daemon_pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not control.is_running(0), "the embedded daemon outlived the killed flexnpu run"
+        assert daemon_segments(daemon_pid) == set(), "its segments must be unlinked on the way out"
+        assert proc.stdout.read() == ""  # the program was terminated too (its pipe closed)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

@@ -88,8 +88,11 @@ def _run(args) -> int:
 
 
 def _child(cmd: list[str], env: dict) -> int:
+    from flexnpu.daemon_process import die_with_parent
+
     try:
-        proc = subprocess.Popen(cmd, env=env)
+        # if this wrapper is killed, the program goes too (it would be cut off from its daemon)
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
     except FileNotFoundError:
         print(f"flexnpu run: {cmd[0]}: command not found", file=sys.stderr)
         return 127
@@ -111,8 +114,9 @@ def _account(device: int, embedded: bool) -> None:
     except DaemonError:
         return
     t = st["totals"]
-    lat = t["dispatch_latency_us_mean"]
-    latency = f"dispatch latency mean {lat:.1f} µs, max {t['dispatch_latency_us_max']:.0f} µs" if lat else "no launches"
+    lat = t["ring_wait_us_mean"]
+    latency = (f"ring wait (submit -> taken by the daemon, queueing behind earlier work included) mean "
+               f"{lat:.1f} µs, max {t['ring_wait_us_max']:.0f} µs" if lat else "no launches")
     kind = "embedded" if embedded else "running"
     print(f"flexnpu: device {device} ({kind} {st['backend']} daemon, pid {st['daemon_pid']}): "
           f"{t['launches']} operators from {t['clients_served']} client(s); {latency}", file=sys.stderr)

@@ -58,15 +58,15 @@ def render(state: dict) -> str:
         )
         rows = []
         for c in d["clients"]:
-            lat = c["dispatch_latency_us_mean"]
+            lat = c["ring_wait_us_mean"]
             rows.append([
                 c["pid"], c["uid"], c["phase"], c["name"][:32],
                 f"{format_size(c['memory']['used'])} / {format_size(c['memory']['quota'])}",
                 c["launches"], f"{c['ops_per_s']:.0f}", c["queue_depth"],
-                "-" if lat is None else f"{lat:.1f} / {c['dispatch_latency_us_max']:.0f}",
+                "-" if lat is None else f"{lat:.1f} / {c['ring_wait_us_max']:.0f}",
                 c["stream_failures"],
             ])
         if rows:
             out.append(tabulate(rows, headers=["pid", "uid", "phase", "command", "memory used / quota", "ops",
-                                               "ops/s", "queue", "dispatch µs mean / max", "errors"]))
+                                               "ops/s", "queue", "ring wait µs mean / max", "errors"]))
     return "\n".join(out)
