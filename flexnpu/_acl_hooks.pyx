@@ -157,6 +157,15 @@ _STREAM_FLAGS = C.ACL_STREAM_FAST_LAUNCH | C.ACL_STREAM_FAST_SYNC | C.ACL_STREAM
 _POLICY_BITS = C.ACL_MEM_TYPE_LOW_BAND_WIDTH | C.ACL_MEM_TYPE_HIGH_BAND_WIDTH | C.ACL_MEM_ACCESS_USER_SPACE_READONLY
 
 
+def _command_line():
+    """This process's command line, for `flexnpu status`."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:200]
+    except OSError:
+        return " ".join(sys.argv)[:200]
+
+
 class _Failed(Exception):
     """Internal: an ACL error code with its message, turned into a return value at the API edge."""
 
@@ -549,7 +558,7 @@ cdef class DaemonRuntime:
         self.phase = _MODE_PHASES[self.phase_name]
         quota = os.environ.get("FLEXNPU_MEMORY_QUOTA")
         from flexnpu.sizes import parse_size
-        self.attach_extra = {"name": " ".join(sys.argv)[:200] or "python", "phase": self.phase_name,
+        self.attach_extra = {"name": _command_line(), "phase": self.phase_name,
                              "quota": parse_size(quota) if quota else None}
         self.tls = threading.local()
         self.contexts = {}
