@@ -115,6 +115,10 @@ from flexnpu._ring import Segment as _Segment
 from flexnpu.acl import constants as C
 from flexnpu.acl._api import (
     DTYPE_SIZES,
+    EVENT_FLAGS,
+    STREAM_FLAGS,
+    STREAM_PRIORITIES,
+    valid_malloc_policy,
     KIND_ATTR,
     KIND_BUFFER,
     KIND_CONTEXT,
@@ -148,13 +152,6 @@ _MODE_PHASES = {"prefill": FX_PHASE_PREFILL, "decode": FX_PHASE_DECODE, "mixed":
                 "auto": FX_PHASE_UNKNOWN, "": FX_PHASE_UNKNOWN}
 # Operators whose type alone reveals the phase (DESIGN.md "Phase-aware dispatch").
 _OP_PHASES = {"PromptFlashAttention": FX_PHASE_PREFILL, "IncreFlashAttention": FX_PHASE_DECODE}
-_POLICY_BASES = {C.ACL_MEM_MALLOC_HUGE_FIRST, C.ACL_MEM_MALLOC_HUGE_ONLY, C.ACL_MEM_MALLOC_NORMAL_ONLY,
-                 C.ACL_MEM_MALLOC_HUGE_FIRST_P2P, C.ACL_MEM_MALLOC_HUGE_ONLY_P2P,
-                 C.ACL_MEM_MALLOC_NORMAL_ONLY_P2P, C.ACL_MEM_MALLOC_HUGE1G_ONLY,
-                 C.ACL_MEM_MALLOC_HUGE1G_ONLY_P2P}
-_EVENT_FLAGS = C.ACL_EVENT_SYNC | C.ACL_EVENT_TIME_LINE | C.ACL_EVENT_EXTERNAL | C.ACL_EVENT_IPC
-_STREAM_FLAGS = C.ACL_STREAM_FAST_LAUNCH | C.ACL_STREAM_FAST_SYNC | C.ACL_STREAM_PERSISTENT | C.ACL_STREAM_HUGE
-_POLICY_BITS = C.ACL_MEM_TYPE_LOW_BAND_WIDTH | C.ACL_MEM_TYPE_HIGH_BAND_WIDTH | C.ACL_MEM_ACCESS_USER_SPACE_READONLY
 
 
 def _command_line():
@@ -968,9 +965,9 @@ cdef class DaemonRuntime:
         cdef _Context ctx
         cdef uint32_t vs = 0
         try:
-            if not _is_int(priority) or not 0 <= priority <= 7:
+            if not _is_int(priority) or priority not in STREAM_PRIORITIES:
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"stream priority must be 0..7, not {priority!r}")
-            if not _is_int(flag) or flag < 0 or flag & ~_STREAM_FLAGS:
+            if not _is_int(flag) or flag < 0 or flag & ~STREAM_FLAGS:
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"unknown stream flags {flag!r}")
             ctx = self._current()
             with self.lock:
@@ -1042,7 +1039,7 @@ cdef class DaemonRuntime:
         cdef _Context ctx
         cdef uint32_t ev = 0
         try:
-            if not _is_int(flag) or flag < 0 or flag & ~_EVENT_FLAGS:
+            if not _is_int(flag) or flag < 0 or flag & ~EVENT_FLAGS:
                 raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"unknown event flags {flag!r}")
             ctx = self._current()
             with self.lock:
@@ -1154,7 +1151,7 @@ cdef class DaemonRuntime:
         cdef _Session s
         if not _is_u63(size) or size == 0:
             raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"malloc size must be a positive int, not {size!r}")
-        if not _is_int(policy) or (policy & ~_POLICY_BITS) not in _POLICY_BASES:
+        if not valid_malloc_policy(policy):
             raise _Failed(C.ACL_ERROR_INVALID_PARAM, f"unknown malloc policy {policy!r}")
         s = self._session(self._current().device)
         code = s.call(FX_OP_MALLOC, size, policy, align32, 0, None, values, 0, NULL)

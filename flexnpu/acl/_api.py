@@ -55,6 +55,20 @@ DTYPE_SIZES = {
     C.ACL_COMPLEX64: 8, C.ACL_COMPLEX128: 16, C.ACL_BF16: 2,
 }
 VALID_FORMATS = {v for k, v in vars(C).items() if k.startswith("ACL_FORMAT_")}
+# what create_stream_with_config / create_event_with_flag / malloc accept
+STREAM_FLAGS = C.ACL_STREAM_FAST_LAUNCH | C.ACL_STREAM_FAST_SYNC | C.ACL_STREAM_PERSISTENT | C.ACL_STREAM_HUGE
+STREAM_PRIORITIES = range(0, 8)  # aclrtDeviceGetStreamPriorityRange on 910B: 0 (highest) .. 7
+EVENT_FLAGS = C.ACL_EVENT_SYNC | C.ACL_EVENT_TIME_LINE | C.ACL_EVENT_EXTERNAL | C.ACL_EVENT_IPC
+MALLOC_POLICY_BITS = (C.ACL_MEM_TYPE_LOW_BAND_WIDTH | C.ACL_MEM_TYPE_HIGH_BAND_WIDTH
+                      | C.ACL_MEM_ACCESS_USER_SPACE_READONLY)
+
+
+def valid_malloc_policy(policy: Any) -> bool:
+    """aclrtMemMallocPolicy: a base policy (0..7), optionally OR-ed with the memory-type bits."""
+    return (isinstance(policy, int) and not isinstance(policy, bool) and policy >= 0
+            and (policy & ~MALLOC_POLICY_BITS) <= C.ACL_MEM_MALLOC_HUGE1G_ONLY_P2P)
+
+
 MEMCPY_KINDS = (C.ACL_MEMCPY_HOST_TO_HOST, C.ACL_MEMCPY_HOST_TO_DEVICE, C.ACL_MEMCPY_DEVICE_TO_HOST,
                 C.ACL_MEMCPY_DEVICE_TO_DEVICE, C.ACL_MEMCPY_DEFAULT)
 

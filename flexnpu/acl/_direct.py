@@ -78,6 +78,7 @@ from flexnpu_daemon.backends.emulated import EmulatedDevice
 from flexnpu.acl import constants as C
 from flexnpu.acl._api import (
     DTYPE_SIZES,
+    EVENT_FLAGS,
     KIND_ATTR,
     KIND_BUFFER,
     KIND_CONTEXT,
@@ -85,10 +86,13 @@ from flexnpu.acl._api import (
     KIND_EVENT,
     KIND_NAMES,
     KIND_STREAM,
+    STREAM_FLAGS,
+    STREAM_PRIORITIES,
     AclRuntime,
     ErrorMessages,
     check_desc_args,
     make_handle,
+    valid_malloc_policy,
 )
 from flexnpu.sizes import parse_size
 
@@ -97,10 +101,6 @@ DEFAULT_SOC = "Ascend910B2"
 _NULL_PAGE = 4096  # host pointers below this are null, not memory
 _ADDRESS_END = 2**64
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_POLICY_BITS = C.ACL_MEM_TYPE_LOW_BAND_WIDTH | C.ACL_MEM_TYPE_HIGH_BAND_WIDTH | C.ACL_MEM_ACCESS_USER_SPACE_READONLY
-_STREAM_FLAGS = C.ACL_STREAM_FAST_LAUNCH | C.ACL_STREAM_FAST_SYNC | C.ACL_STREAM_PERSISTENT | C.ACL_STREAM_HUGE
-_EVENT_FLAGS = C.ACL_EVENT_SYNC | C.ACL_EVENT_TIME_LINE | C.ACL_EVENT_EXTERNAL | C.ACL_EVENT_IPC
-_STREAM_PRIORITIES = range(0, 8)  # aclrtDeviceGetStreamPriorityRange on 910B: 0 (highest) .. 7
 _NO_ATTRS: Any = types.MappingProxyType({})
 
 
@@ -632,9 +632,9 @@ class DirectRuntime(AclRuntime):
 
     def create_stream_with_config(self, priority: int, flag: int) -> tuple[int, int]:
         p, f = _int(priority), _int(flag)
-        if p not in _STREAM_PRIORITIES:
+        if p not in STREAM_PRIORITIES:
             return 0, self._fail(C.ACL_ERROR_INVALID_PARAM, f"stream priority must be 0..7, not {priority!r}")
-        if f is None or f < 0 or f & ~_STREAM_FLAGS:
+        if f is None or f < 0 or f & ~STREAM_FLAGS:
             return 0, self._fail(
                 C.ACL_ERROR_INVALID_PARAM,
                 f"stream flag {flag!r} is not a combination of ACL_STREAM_FAST_LAUNCH / FAST_SYNC / PERSISTENT / HUGE",
@@ -727,7 +727,7 @@ class DirectRuntime(AclRuntime):
 
     def create_event_with_flag(self, flag: int) -> tuple[int, int]:
         f = _int(flag)
-        if f is None or f < 0 or f & ~_EVENT_FLAGS:
+        if f is None or f < 0 or f & ~EVENT_FLAGS:
             return 0, self._fail(
                 C.ACL_ERROR_INVALID_PARAM,
                 f"event flag {flag!r} is not a combination of ACL_EVENT_SYNC/TIME_LINE/EXTERNAL/IPC",
@@ -832,7 +832,7 @@ class DirectRuntime(AclRuntime):
         n, p = _int(size), _int(policy)
         if n is None or n <= 0:
             return 0, self._fail(C.ACL_ERROR_INVALID_PARAM, f"malloc size must be a positive int, not {size!r}")
-        if p is None or p < 0 or (p & ~_POLICY_BITS) > C.ACL_MEM_MALLOC_HUGE1G_ONLY_P2P:
+        if not valid_malloc_policy(p):
             return 0, self._fail(
                 C.ACL_ERROR_INVALID_PARAM,
                 f"unknown malloc policy {policy!r} (ACL_MEM_MALLOC_HUGE_FIRST is 0)",
