@@ -113,7 +113,7 @@ cdef class Drainer:
 
     def run(self):
         """The thread body: drain until stop()."""
-        cdef int i, rc
+        cdef int i
         cdef bint worked
         cdef uint64_t deadline
         cdef double wait_s
@@ -145,9 +145,8 @@ cdef class Drainer:
                 except Exception:
                     log.exception("idle work failed")
             deadline = fx_deadline_after(<uint64_t>(wait_s * 1e9))
-            with nogil:
-                rc = fx_doorbell_wait_rings(self.doorbell.bell, self.rings, self.nrings, deadline,
-                                            self.spin_ns)
+            with nogil:  # woken by a publish, a post(), or the deadline: the loop re-checks everything
+                fx_doorbell_wait_rings(self.doorbell.bell, self.rings, self.nrings, deadline, self.spin_ns)
 
     cdef bint _drain(self, int i) except -1:
         cdef fx_ring *r = self.rings[i]

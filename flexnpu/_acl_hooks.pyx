@@ -42,7 +42,6 @@ from flexnpu._proto cimport (
     FX_ATTR_STRING,
     FX_FLAG_REPLY,
     FX_MAX_STREAMS,
-    FX_NCONT_MASK,
     FX_OP_CLEAR_ERROR,
     FX_OP_CREATE_ATTR,
     FX_OP_CREATE_BUFFER,
@@ -62,7 +61,6 @@ from flexnpu._proto cimport (
     FX_OP_IPC_EXPORT,
     FX_OP_IPC_IMPORT,
     FX_OP_IPC_SET_PID,
-    FX_OP_LAUNCH,
     FX_OP_MALLOC,
     FX_OP_MALLOC_HOST,
     FX_OP_MEM_INFO,
@@ -94,7 +92,6 @@ from flexnpu._proto cimport (
     fx_wait_stream,
 )
 from flexnpu._ring cimport (
-    FX_CLOSED,
     FX_FOREVER,
     FX_INTR,
     FX_OK,

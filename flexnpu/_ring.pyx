@@ -12,7 +12,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyOb
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EACCES, EEXIST, ENOENT, errno
-from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset, strerror
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR
@@ -20,7 +20,6 @@ from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, mun
 from posix.stat cimport fchmod, fstat, struct_stat
 from posix.unistd cimport close as c_close, ftruncate, getpid, usleep
 
-import os
 import warnings
 
 import numpy as np
