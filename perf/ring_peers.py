@@ -415,7 +415,37 @@ class RingChild:
             push(REC)
 
 
-class PipeChannel:
+class PeerParent:
+    """The parent's loops over a peer transport; subclasses give `_ends() -> (send_down, recv_up)`,
+    bound methods taken once so the timed loop pays nothing beyond the transport's own calls."""
+
+    def rtt(self, n):
+        send, recv = self._ends()
+        for _ in itertools.repeat(None, n):
+            send(REC)
+            recv()
+
+    def recv_n(self, n):
+        recv = self._ends()[1]
+        for _ in itertools.repeat(None, n):
+            recv()
+
+
+class PeerChild:
+    """The child's loops; subclasses give `_ends() -> (send_up, recv_down)`."""
+
+    def echo(self, total):
+        send, recv = self._ends()
+        for _ in itertools.repeat(None, total):
+            send(recv())
+
+    def produce(self, total):
+        send = self._ends()[0]
+        for _ in itertools.repeat(None, total):
+            send(REC)
+
+
+class PipeChannel(PeerParent):
     """multiprocessing.Pipe(duplex=False) x 2, raw bytes (send_bytes / recv_bytes: no pickling)."""
 
     kind = "pipe"
@@ -436,19 +466,11 @@ class PipeChannel:
         for c in (self.child_r, self.child_w, self.parent_r, self.parent_w):
             c.close()
 
-    def rtt(self, n):
-        send, recv = self.parent_w.send_bytes, self.parent_r.recv_bytes
-        for _ in itertools.repeat(None, n):
-            send(REC)
-            recv()
-
-    def recv_n(self, n):
-        recv = self.parent_r.recv_bytes
-        for _ in itertools.repeat(None, n):
-            recv()
+    def _ends(self):
+        return self.parent_w.send_bytes, self.parent_r.recv_bytes
 
 
-class PipeChild:
+class PipeChild(PeerChild):
     def __init__(self, spec):
         self.r, self.w = spec
 
@@ -456,18 +478,11 @@ class PipeChild:
         self.r.close()
         self.w.close()
 
-    def echo(self, total):
-        send, recv = self.w.send_bytes, self.r.recv_bytes
-        for _ in itertools.repeat(None, total):
-            send(recv())
-
-    def produce(self, total):
-        send = self.w.send_bytes
-        for _ in itertools.repeat(None, total):
-            send(REC)
+    def _ends(self):
+        return self.w.send_bytes, self.r.recv_bytes
 
 
-class QueueChannel:
+class QueueChannel(PeerParent):
     """multiprocessing.Queue x 2 (a pipe plus a feeder thread that pickles)."""
 
     kind = "queue"
@@ -484,19 +499,11 @@ class QueueChannel:
             q.cancel_join_thread()
             q.close()
 
-    def rtt(self, n):
-        put, get = self.down.put, self.up.get
-        for _ in itertools.repeat(None, n):
-            put(REC)
-            get()
-
-    def recv_n(self, n):
-        get = self.up.get
-        for _ in itertools.repeat(None, n):
-            get()
+    def _ends(self):
+        return self.down.put, self.up.get
 
 
-class QueueChild:
+class QueueChild(PeerChild):
     def __init__(self, spec):
         self.down, self.up = spec
 
@@ -505,18 +512,11 @@ class QueueChild:
         self.up.close()
         self.up.join_thread()  # flush what we put before exiting
 
-    def echo(self, total):
-        put, get = self.up.put, self.down.get
-        for _ in itertools.repeat(None, total):
-            put(get())
-
-    def produce(self, total):
-        put = self.up.put
-        for _ in itertools.repeat(None, total):
-            put(REC)
+    def _ends(self):
+        return self.up.put, self.down.get
 
 
-class PosixMQChannel:
+class PosixMQChannel(PeerParent):
     """posix_ipc.MessageQueue x 2 (mq_send / mq_receive), removed by the parent."""
 
     kind = "posix_mq"
@@ -547,19 +547,11 @@ class PosixMQChannel:
                 posix_ipc.unlink_message_queue(name)
         self.queues = []
 
-    def rtt(self, n):
-        send, recv = self.down.send, self.up.receive
-        for _ in itertools.repeat(None, n):
-            send(REC)
-            recv()
-
-    def recv_n(self, n):
-        recv = self.up.receive
-        for _ in itertools.repeat(None, n):
-            recv()
+    def _ends(self):
+        return self.down.send, self.up.receive
 
 
-class PosixMQChild:
+class PosixMQChild(PeerChild):
     def __init__(self, spec):
         self.down, self.up = (posix_ipc.MessageQueue(name) for name in spec)
 
@@ -567,18 +559,16 @@ class PosixMQChild:
         self.down.close()
         self.up.close()
 
-    def echo(self, total):
-        send, recv = self.up.send, self.down.receive
+    def _ends(self):
+        return self.up.send, self.down.receive
+
+    def echo(self, total):  # receive() returns (message, priority) here, (message, type) in SysV
+        send, recv = self._ends()
         for _ in itertools.repeat(None, total):
             send(recv()[0])
 
-    def produce(self, total):
-        send = self.up.send
-        for _ in itertools.repeat(None, total):
-            send(REC)
 
-
-class SysvMQChannel:
+class SysvMQChannel(PeerParent):
     """sysv_ipc.MessageQueue x 2 (msgsnd / msgrcv), removed by the parent."""
 
     kind = "sysv_mq"
@@ -605,34 +595,16 @@ class SysvMQChannel:
                 q.remove()
         self.queues = []
 
-    def rtt(self, n):
-        send, recv = self.down.send, self.up.receive
-        for _ in itertools.repeat(None, n):
-            send(REC)
-            recv()
-
-    def recv_n(self, n):
-        recv = self.up.receive
-        for _ in itertools.repeat(None, n):
-            recv()
+    def _ends(self):
+        return self.down.send, self.up.receive
 
 
-class SysvMQChild:
+class SysvMQChild(PosixMQChild):
     def __init__(self, spec):
         self.down, self.up = (sysv_ipc.MessageQueue(key) for key in spec)
 
     def close(self):
         pass  # SysV queues have no per-process handle to close; the parent removes them
-
-    def echo(self, total):
-        send, recv = self.up.send, self.down.receive
-        for _ in itertools.repeat(None, total):
-            send(recv()[0])
-
-    def produce(self, total):
-        send = self.up.send
-        for _ in itertools.repeat(None, total):
-            send(REC)
 
 
 class SocketpairChannel:
@@ -667,22 +639,20 @@ class SocketpairChannel:
                 raise EOFError("socketpair peer closed")
 
 
-class SocketpairChild:
+class SocketpairChild(PeerChild):
     def __init__(self, spec):
         self.sock = spec
 
     def close(self):
         self.sock.close()
 
+    def _ends(self):
+        return self.sock.sendall, None
+
     def echo(self, total):
         send, recv, waitall = self.sock.sendall, self.sock.recv, socket.MSG_WAITALL
         for _ in itertools.repeat(None, total):
             send(recv(RECORD_SIZE, waitall))
-
-    def produce(self, total):
-        send = self.sock.sendall
-        for _ in itertools.repeat(None, total):
-            send(REC)
 
 
 CHANNELS = {
