@@ -12,6 +12,7 @@ from typing import Optional
 
 from flexnpu import control
 from flexnpu.errors import DaemonError
+from flexnpu.shm import pid_alive
 
 READY_TIMEOUT_S = 60.0
 
@@ -68,7 +69,7 @@ def stop(device: int, proc: Optional[subprocess.Popen] = None, timeout: float = 
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return True
-        if proc is None and not _alive(pid):
+        if proc is None and not pid_alive(pid):
             return True
         time.sleep(0.02)
     _signal(pid, signal.SIGKILL)
@@ -89,20 +90,6 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass  # not Linux: the daemon then outlives a killed parent; `flexnpu daemon stop` ends it
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours has exited
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -49,6 +49,8 @@ class SegmentInfo:
 
 
 def pid_alive(pid: int) -> bool:
+    """A process with this pid exists and has not exited (another user's counts; a zombie, exited
+    but not yet reaped, does not).  The same rule as fx_pid_alive in fx_atomic.h."""
     if pid <= 0:
         return False
     try:
@@ -56,8 +58,14 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
         return True
-    return True
 
 
 def list_segments(uid: int | None = None) -> list[SegmentInfo]:

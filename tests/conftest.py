@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from flexnpu.shm import pid_alive
+
 SHM_DIR = "/dev/shm"
 
 
@@ -29,15 +31,7 @@ def _ours(segment: str, children: set[int]) -> bool:
         owner = int(segment.split("-")[2])
     except (IndexError, ValueError):
         return True
-    if owner == os.getpid() or owner in children:
-        return True
-    try:
-        os.kill(owner, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return owner == os.getpid() or owner in children or not pid_alive(owner)
 
 
 def _children() -> dict[int, str]:
