@@ -8,7 +8,6 @@ stream order) and never an exception that reaches the drainer or another client.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import struct
 import time
@@ -38,6 +37,7 @@ from flexnpu_daemon.memory import ClientMemory, IpcRegistry
 from flexnpu import _proto as P
 from flexnpu.acl import constants as C
 from flexnpu.acl._api import check_desc_args
+from flexnpu.acl.util import ptr_to_numpy
 from flexnpu.ring import Ring, Segment
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def pack_text(text: str) -> list[int]:
 
 
 def _host_view(seg: Segment) -> np.ndarray:
-    return np.frombuffer((ctypes.c_char * seg.size).from_address(seg.address), np.uint8)
+    """The daemon's mapping of a segment as a flat uint8 array."""
+    return ptr_to_numpy(seg.address, seg.size, np.uint8)
 
 
 class ClientState:

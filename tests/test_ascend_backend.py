@@ -37,8 +37,8 @@ from flexnpu_daemon.backends.base import (
     ResetEvent,
     TensorArg,
     WaitEvent,
+    acl_malloc_size,
 )
-from flexnpu_daemon.backends.emulated import acl_malloc_size
 
 from flexnpu.acl import constants as C
 

@@ -20,8 +20,9 @@ from flexnpu_daemon.backends.base import (
     ResetEvent,
     TensorArg,
     WaitEvent,
+    acl_malloc_size,
 )
-from flexnpu_daemon.backends.emulated import BASE_ADDRESS, EmulatedDevice, acl_malloc_size
+from flexnpu_daemon.backends.emulated import BASE_ADDRESS, EmulatedDevice
 
 from flexnpu.acl import constants as C
 

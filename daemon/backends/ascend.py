@@ -90,8 +90,9 @@ from .base import (
     ResetEvent,
     TensorArg,
     WaitEvent,
+    acl_malloc_size,
+    host_bytes,
 )
-from .emulated import _host_bytes, acl_malloc_size
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +395,7 @@ class AscendDevice(Device):
         return size
 
     def write(self, addr: int, data: Any) -> None:
-        src = _host_bytes(data, writable=False)
+        src = host_bytes(data, writable=False)
         if src.size:
             room = self._room(addr, src.size)
             self._enter()
@@ -402,7 +403,7 @@ class AscendDevice(Device):
                         "aclrtMemcpy (host to device)")
 
     def read_into(self, dst: Any, addr: int) -> None:
-        out = _host_bytes(dst, writable=True)
+        out = host_bytes(dst, writable=True)
         if out.size:
             self._room(addr, out.size)
             self._enter()
@@ -683,7 +684,7 @@ class AscendDevice(Device):
 
     def _issue_to_device(self, s: _Stream, entry: _Entry) -> Optional[int]:
         cmd: CopyToDevice = entry.cmd
-        src = _host_bytes(cmd.src, writable=False)
+        src = host_bytes(cmd.src, writable=False)
         if not src.size:
             return None
         room = self._room(cmd.dst, src.size)
@@ -693,7 +694,7 @@ class AscendDevice(Device):
 
     def _issue_to_host(self, s: _Stream, entry: _Entry) -> Optional[int]:
         cmd: CopyToHost = entry.cmd
-        out = _host_bytes(cmd.dst, writable=True)
+        out = host_bytes(cmd.dst, writable=True)
         if not out.size:
             return None
         self._room(cmd.src, out.size)

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from flexnpu.acl import constants as C
 
 
@@ -42,6 +44,31 @@ class TensorArg:
     shape: tuple[int, ...]
     addr: int  # device address of the data
     nbytes: int  # size of the data buffer (>= the tensor's bytes)
+
+
+def acl_malloc_size(nbytes: int, align32: bool = False) -> int:
+    """The usable size aclrtMalloc gives a request of nbytes: rounded up to a multiple of 32,
+    plus 32 (aclrtMallocAlign32: without the extra 32)."""
+    return -(-nbytes // 32) * 32 + (0 if align32 else 32)
+
+
+def host_bytes(buf: Any, writable: bool) -> np.ndarray:
+    """A host buffer (ndarray, bytes, memoryview...) as a flat uint8 array, without a copy."""
+    if isinstance(buf, np.ndarray):
+        if not buf.flags.c_contiguous:
+            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, "host array must be C-contiguous")
+        if writable and not buf.flags.writeable:
+            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, "host array is read-only")
+        return buf.reshape(-1).view(np.uint8)
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{type(buf).__name__} is not a buffer") from None
+    if writable and view.readonly:
+        raise DeviceError(C.ACL_ERROR_INVALID_PARAM, "host buffer is read-only")
+    if not view.c_contiguous:
+        raise DeviceError(C.ACL_ERROR_INVALID_PARAM, "host buffer must be contiguous")
+    return np.frombuffer(view.cast("B") if view.format != "B" or view.ndim != 1 else view, dtype=np.uint8)
 
 
 class AttrDataType(int):

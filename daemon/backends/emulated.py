@@ -76,6 +76,8 @@ from .base import (
     ResetEvent,
     TensorArg,
     WaitEvent,
+    acl_malloc_size,
+    host_bytes,
 )
 from .ops import numpy_dtype, run_op
 
@@ -92,11 +94,6 @@ _PRIVATE_FORMATS = {C.ACL_FORMAT_NC1HWC0, C.ACL_FORMAT_FRACTAL_Z, C.ACL_FORMAT_F
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
-
-
-def acl_malloc_size(nbytes: int, align32: bool = False) -> int:
-    """The usable size aclrtMalloc (or aclrtMallocAlign32) gives a request of nbytes."""
-    return _round_up(nbytes, 32) + (0 if align32 else 32)
 
 
 # ---- memory ------------------------------------------------------------------------------------------
@@ -364,12 +361,12 @@ class EmulatedDevice(Device):
             return self._alloc.live_blocks()
 
     def write(self, addr: int, data: Any) -> None:
-        src = _host_bytes(data, writable=False)
+        src = host_bytes(data, writable=False)
         if src.size:
             self._view(addr, src.size)[:] = src
 
     def read_into(self, dst: Any, addr: int) -> None:
-        out = _host_bytes(dst, writable=True)
+        out = host_bytes(dst, writable=True)
         if out.size:
             out[:] = self._view(addr, out.size)
 
@@ -789,23 +786,7 @@ def _notify(entry: _Entry, code: int) -> None:
             log.exception("on_done callback raised")
 
 
-def _host_bytes(buf: Any, writable: bool) -> np.ndarray:
-    """A host buffer as a flat uint8 array (no copy)."""
-    if isinstance(buf, np.ndarray):
-        if not buf.flags.c_contiguous:
-            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, "host array must be C-contiguous")
-        if writable and not buf.flags.writeable:
-            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, "host array is read-only")
-        return buf.reshape(-1).view(np.uint8)
-    try:
-        view = memoryview(buf)
-    except TypeError:
-        raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{type(buf).__name__} is not a buffer") from None
-    if writable and view.readonly:
-        raise DeviceError(C.ACL_ERROR_INVALID_PARAM, "host buffer is read-only")
-    if not view.c_contiguous:
-        raise DeviceError(C.ACL_ERROR_INVALID_PARAM, "host buffer must be contiguous")
-    return np.frombuffer(view.cast("B") if view.format != "B" or view.ndim != 1 else view, dtype=np.uint8)
+
 
 
 def _hex(addr: Any) -> str:
