@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from device_support import Recorder, raises
 from flexnpu_daemon.backends import make_device
 from flexnpu_daemon.backends.ascend import (
     _SIGNATURES,
@@ -29,7 +30,6 @@ from flexnpu_daemon.backends.base import (
     CopyOnDevice,
     CopyToDevice,
     CopyToHost,
-    DeviceError,
     HostFunc,
     LaunchOp,
     Memset,
@@ -71,35 +71,6 @@ def dev(fake_library, monkeypatch):
     yield device
     device.close()
     assert live_objects(fake_library) == dict.fromkeys(LIVE_NAMES, 0)
-
-
-def raises(code, fn, *args, **kwargs):
-    with pytest.raises(DeviceError) as info:
-        fn(*args, **kwargs)
-    assert info.value.code == code, info.value
-    return info.value
-
-
-class Recorder:
-    """on_done callbacks that remember (tag, code) in call order."""
-
-    def __init__(self):
-        self.calls = []
-        self.lock = threading.Lock()
-
-    def __call__(self, tag):
-        def done(code):
-            with self.lock:
-                self.calls.append((tag, code))
-
-        return done
-
-    def wait(self, n, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while len(self.calls) < n:
-            assert time.monotonic() < deadline, self.calls
-            time.sleep(0.001)
-        return list(self.calls)
 
 
 def f32(dev, values):

@@ -7,12 +7,12 @@ import time
 
 import numpy as np
 import pytest
+from device_support import Recorder, raises
 from flexnpu_daemon.backends import make_device
 from flexnpu_daemon.backends.base import (
     CopyOnDevice,
     CopyToDevice,
     CopyToHost,
-    DeviceError,
     HostFunc,
     LaunchOp,
     Memset,
@@ -34,28 +34,6 @@ def dev():
     device = EmulatedDevice(memory_bytes=64 * MiB, workers=2)
     yield device
     device.close()
-
-
-def raises(code, fn, *args, **kwargs):
-    with pytest.raises(DeviceError) as info:
-        fn(*args, **kwargs)
-    assert info.value.code == code, info.value
-    return info.value
-
-
-class Recorder:
-    """on_done callbacks that remember (tag, code) in call order."""
-
-    def __init__(self):
-        self.calls = []
-        self.lock = threading.Lock()
-
-    def __call__(self, tag):
-        def on_done(code):
-            with self.lock:
-                self.calls.append((tag, code))
-
-        return on_done
 
 
 def blocker(dev, stream):
