@@ -97,7 +97,6 @@ class ClientState:
         # a decode loop launches the same operators on the same tensors every step: reuse the
         # LaunchOp (the device never changes it); dropped with the tensor cache, checked for attrs
         self._launches: dict[tuple, LaunchOp] = {}
-        self._submitted: dict[int, int] = {}  # virtual stream -> last seq queued on the device
         self.pending_destroy: list[Any] = []
         # statistics (read by `flexnpu status` from the control thread)
         self.attached_at = time.time()
@@ -155,14 +154,6 @@ class ClientState:
     def _submit(self, vs: int, cmd: Any, seq: int) -> None:
         """Queue cmd on virtual stream vs; its completion reports seq."""
         self.device.submit(self._stream(vs), cmd, partial(self._done, vs, seq))
-        self._submitted[vs] = seq
-
-    def busy(self) -> bool:
-        """Has this client work queued on the device?  (Drainer thread.)"""
-        for vs, seq in list(self._submitted.items()):
-            if self.completion.completed(vs) >= seq:
-                del self._submitted[vs]
-        return bool(self._submitted)
 
     def _reply(self, slot: int, seq: int, code: int, values: list[int] = ()) -> None:
         if 0 <= slot < P.REPLY_SLOTS:
@@ -298,7 +289,6 @@ class ClientState:
         try:
             if cls is RecordEvent:
                 self.device.submit(self._stream(vs), cls(event), partial(self._record_done, vs, seq, event_id))
-                self._submitted[vs] = seq
             else:
                 self._submit(vs, cls(event), seq)
         except DeviceError as exc:
@@ -361,16 +351,17 @@ class ClientState:
         n = n_in + n_out
         if len(pairs) < n:
             return self.malformed(vs, seq, slot, f"launch of {n} tensors carries only {len(pairs)}", True)
+        pairs = pairs[:n]
         attr_id = a0 >> 32
         attrs = self.attrs.get(attr_id) if attr_id else _NO_ATTRS
-        key = (a0, n_in, phase, *pairs[:n])
+        key = (a0, n_in, phase, *pairs)
         cmd = self._launches.get(key)
         try:
             if cmd is None or cmd.attrs is not attrs:
                 op_type = self.strings.get(a0 & 0xFFFFFFFF)
                 if op_type is None or attrs is None:
                     raise DeviceError(C.ACL_ERROR_INVALID_RESOURCE_HANDLE, "launch names an unknown op type or attr")
-                tensors = [self._tensor(p) for p in pairs[:n]]
+                tensors = [self._tensor(p) for p in pairs]
                 cmd = LaunchOp(op_type, tensors[:n_in], tensors[n_in:], attrs, phase)
                 if len(self._launches) >= _LAUNCH_CACHE:
                     self._launches.clear()

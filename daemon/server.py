@@ -272,12 +272,10 @@ class Daemon:
         """The rings are empty.  Spin for the next record only while the device is idle: when it
         has work queued, a parked drainer's wake-up costs nothing and spinning would take a core
         from the clients and the executor (this machine class has two)."""
-        busy = False
         for client in self.clients.values():
             if client.pending_destroy:
                 client.reap_streams()
-            busy = client.busy() or busy
-        self.drainer.spin_ns = 0 if busy else self.spin_ns
+        self.drainer.spin_ns = 0 if self.device.has_work() else self.spin_ns
 
     # ---- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -523,6 +523,9 @@ class AscendDevice(Device):
         with self._lock:
             return self._stream(stream, allow_destroyed=True).idle()
 
+    def has_work(self) -> bool:
+        return not all(s.idle() for s in list(self._streams))
+
     def synchronize_device(self, timeout: Optional[float] = None) -> int:
         with self._lock:
             self._check_open()

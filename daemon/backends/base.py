@@ -226,6 +226,11 @@ class Device(abc.ABC):
     def event_elapsed_ms(self, start: Any, end: Any) -> float:
         """Milliseconds between two completed records; DeviceError(ACL_ERROR_INVALID_PARAM) if not."""
 
+    def has_work(self) -> bool:
+        """A hint: are commands queued or running?  (The daemon spins for new records only when
+        not.)  Read without waiting; may be stale by the time it returns."""
+        return False
+
     # ---- lifecycle ----------------------------------------------------------------------------
     @abc.abstractmethod
     def close(self) -> None:

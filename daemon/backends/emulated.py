@@ -503,6 +503,9 @@ class EmulatedDevice(Device):
         with self._lock:
             return self._stream(stream, allow_destroyed=True).idle()
 
+    def has_work(self) -> bool:
+        return self._active > 0 or bool(self._held)
+
     def synchronize_device(self, timeout: Optional[float] = None) -> int:
         with self._lock:
             self._check_open()
