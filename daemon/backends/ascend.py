@@ -80,7 +80,6 @@ from .base import (
     CopyOnDevice,
     CopyToDevice,
     CopyToHost,
-    Device,
     DeviceError,
     DoneCallback,
     HostFunc,
@@ -93,6 +92,7 @@ from .base import (
     acl_malloc_size,
     host_bytes,
 )
+from .queued import CLOSED, QueuedDevice, call_on_done, hex_address
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,6 @@ LIBRARY = "libascendcl.so"
 LIBRARY_ENV = "FLEXNPU_ASCENDCL"
 TOOLKIT_LIB64 = "/usr/local/Ascend/ascend-toolkit/latest/lib64"
 
-_CLOSED = C.ACL_ERROR_RT_FAILURE
 _POLL_MIN_S = 20e-6  # completion polling backs off from here ...
 _POLL_MAX_S = 1e-3  # ... to here while nothing completes
 _HARVEST_TIMEOUT_MS = 1000  # the stream is idle when its error is taken; this only guards a wedged device
@@ -296,8 +295,11 @@ class _Event:
         return self.last not in self.pending
 
 
-class AscendDevice(Device):
+class AscendDevice(QueuedDevice):
     """One physical Ascend NPU through AscendCL; see the module docstring."""
+
+    stream_type = _Stream
+    event_type = _Event
 
     def __init__(self, device_id: int = 0, memory_bytes: Optional[int] = None):
         del memory_bytes  # the device's memory is what the runtime reports
@@ -348,12 +350,6 @@ class AscendDevice(Device):
         self._thread = threading.Thread(target=self._complete_loop, name=f"npu{device_id}-acl-done", daemon=True)
         self._thread.start()
 
-    def __enter__(self) -> AscendDevice:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<AscendDevice {self.device_id} {self.soc_name} via {self._acl.path}>"
 
@@ -375,7 +371,7 @@ class AscendDevice(Device):
         self._enter()
         with self._mem_lock:
             if self._allocs.pop(addr, None) is None:
-                raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{_hex(addr)} is not the start of an allocation")
+                raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{hex_address(addr)} is not the start of an allocation")
             del self._starts[bisect.bisect_left(self._starts, addr)]
         self._check(self._acl.aclrtFree(addr), f"aclrtFree({addr:#x})")
 
@@ -391,7 +387,7 @@ class AscendDevice(Device):
         with self._mem_lock:
             size = self._allocs.get(addr)
         if size is None:
-            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{_hex(addr)} is not the start of an allocation")
+            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{hex_address(addr)} is not the start of an allocation")
         return size
 
     def write(self, addr: int, data: Any) -> None:
@@ -435,11 +431,11 @@ class AscendDevice(Device):
             start = self._starts[i] if i >= 0 else None
             end = start + self._allocs[start] if start is not None else None
         if end is None or addr >= end:
-            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"device address {_hex(addr)} is in no allocation")
+            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"device address {hex_address(addr)} is in no allocation")
         if addr + nbytes > end:
             raise DeviceError(C.ACL_ERROR_INVALID_PARAM,
-                              f"{nbytes} bytes at {_hex(addr)} run past the end of the allocation "
-                              f"[{_hex(start)}, {_hex(end)})")
+                              f"{nbytes} bytes at {hex_address(addr)} run past the end of the allocation "
+                              f"[{hex_address(start)}, {hex_address(end)})")
         return end - addr
 
     # ---- streams ------------------------------------------------------------------------------------
@@ -481,8 +477,8 @@ class AscendDevice(Device):
         with self._lock:
             code = self._wait(s.idle, None, C.ACL_ERROR_RT_STREAM_SYNC_TIMEOUT)
             self._streams.pop(s, None)
-        if code == _CLOSED:
-            raise DeviceError(_CLOSED, "the device was closed")
+        if code == CLOSED:
+            raise DeviceError(CLOSED, "the device was closed")
         self._check(self._acl.aclrtDestroyStream(s.handle), "aclrtDestroyStream")
 
     def submit(self, stream: Any, cmd: Command, on_done: DoneCallback = None) -> None:
@@ -510,19 +506,6 @@ class AscendDevice(Device):
                 if self._idle:
                     self._work_cv.notify()
 
-    def synchronize_stream(self, stream: Any, timeout: Optional[float] = None) -> int:
-        with self._lock:
-            s = self._stream(stream, allow_destroyed=True)
-            code = self._wait(s.idle, timeout, C.ACL_ERROR_RT_STREAM_SYNC_TIMEOUT)
-            if code:
-                return code
-            code, s.error = s.error, 0
-            return code
-
-    def stream_query(self, stream: Any) -> bool:
-        with self._lock:
-            return self._stream(stream, allow_destroyed=True).idle()
-
     def has_work(self) -> bool:
         return not all(s.idle() for s in list(self._streams))
 
@@ -531,13 +514,7 @@ class AscendDevice(Device):
             self._check_open()
             code = self._wait(lambda: all(s.idle() for s in self._streams), timeout,
                               C.ACL_ERROR_RT_STREAM_SYNC_TIMEOUT)
-            if code:
-                return code
-            for s in self._streams:
-                if s.error and not code:
-                    code = s.error
-                s.error = 0
-            return code
+            return code or self._take_sticky_errors()
 
     # ---- events -------------------------------------------------------------------------------------
 
@@ -563,16 +540,6 @@ class AscendDevice(Device):
         if now:
             self._enter()
             self._check(self._acl.aclrtDestroyEvent(e.handle), "aclrtDestroyEvent")
-
-    def event_query(self, event: Any) -> bool:
-        with self._lock:
-            return self._event(event, allow_destroyed=True).complete()
-
-    def synchronize_event(self, event: Any, timeout: Optional[float] = None) -> int:
-        with self._lock:
-            e = self._event(event, allow_destroyed=True)
-            target = e.last
-            return self._wait(lambda: target not in e.pending, timeout, C.ACL_ERROR_RT_EVENT_SYNC_TIMEOUT)
 
     def event_elapsed_ms(self, start: Any, end: Any) -> float:
         with self._lock:
@@ -967,7 +934,7 @@ class AscendDevice(Device):
         if destroy_event is not None:
             self._acl.aclrtDestroyEvent(destroy_event)
         if not discard:
-            _notify(entry, code)
+            call_on_done(entry.on_done, code)
         entry.keep = None
         with self._lock:
             s.notifying = False
@@ -1004,10 +971,6 @@ class AscendDevice(Device):
 
     # ---- helpers ------------------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise DeviceError(_CLOSED, "the device is closed")
-
     def _enter(self) -> None:
         """Every runtime call starts here: the device is open and its context current on this thread."""
         self._check_open()
@@ -1022,27 +985,15 @@ class AscendDevice(Device):
         if rc:
             raise DeviceError(rc, f"{what} failed: {self._acl.recent_error()}")
 
-    def _stream(self, stream: Any, allow_destroyed: bool = False) -> _Stream:
-        self._check_open()
-        if not isinstance(stream, _Stream) or stream.device is not self or (stream.destroyed and not allow_destroyed):
-            raise DeviceError(C.ACL_ERROR_RT_INVALID_HANDLE, f"invalid stream {stream!r}")
-        return stream
-
-    def _event(self, event: Any, allow_destroyed: bool = False) -> _Event:
-        self._check_open()
-        if not isinstance(event, _Event) or event.device is not self or (event.destroyed and not allow_destroyed):
-            raise DeviceError(C.ACL_ERROR_RT_INVALID_HANDLE, f"invalid event {event!r}")
-        return event
-
-    def _wait(self, done: Callable[[], bool], timeout: Optional[float], timeout_code: int) -> int:
-        """Wait (lock held) until done(): 0, timeout_code, or _CLOSED."""
+    def _wait(self, done: Callable[[], bool], timeout: Optional[float], timeout_code: int, waiter: Any = None) -> int:
+        del waiter  # all waiters are woken together: the completion thread notifies _sync_cv
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         self._waiters += 1
         self._work_cv.notify()  # the completion thread polls at its fastest while anyone waits
         try:
             while True:
                 if self._closed:
-                    return _CLOSED
+                    return CLOSED
                 if done():
                     return 0
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -1063,15 +1014,3 @@ def _run_host(entry: _Entry) -> int:
     except Exception:
         log.exception("host function raised")
         return C.ACL_ERROR_RT_INTERNAL_ERROR
-
-
-def _notify(entry: _Entry, code: int) -> None:
-    if entry.on_done is not None:
-        try:
-            entry.on_done(code)
-        except Exception:
-            log.exception("on_done callback raised")
-
-
-def _hex(addr: Any) -> str:
-    return hex(addr) if isinstance(addr, (int, np.integer)) else repr(addr)

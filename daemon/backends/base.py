@@ -235,3 +235,9 @@ class Device(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop the device's threads; pending commands are dropped.  Idempotent."""
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

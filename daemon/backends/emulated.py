@@ -66,7 +66,6 @@ from .base import (
     CopyOnDevice,
     CopyToDevice,
     CopyToHost,
-    Device,
     DeviceError,
     DoneCallback,
     HostFunc,
@@ -80,6 +79,7 @@ from .base import (
     host_bytes,
 )
 from .ops import numpy_dtype, run_op
+from .queued import CLOSED, QueuedDevice, call_on_done, hex_address
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,6 @@ BASE_ADDRESS = 0x12C0_0000_0000
 ALIGNMENT = 64
 _MADVISE_MIN = 1 << 20  # give freed blocks at least this large back to the OS
 _TENSOR_VIEW_CACHE = 4096  # cached operator tensor views (see EmulatedDevice._tensor)
-_CLOSED = C.ACL_ERROR_RT_FAILURE
 # Layouts whose memory order is not plain row-major: the numpy operators cannot read them.
 _PRIVATE_FORMATS = {C.ACL_FORMAT_NC1HWC0, C.ACL_FORMAT_FRACTAL_Z, C.ACL_FORMAT_FRACTAL_NZ}
 
@@ -232,8 +231,11 @@ class _Event:
         return self.last not in self.pending
 
 
-class EmulatedDevice(Device):
+class EmulatedDevice(QueuedDevice):
     """An NPU emulated on the host; see the module docstring."""
+
+    stream_type = _Stream
+    event_type = _Event
 
     def __init__(
         self,
@@ -291,12 +293,6 @@ class EmulatedDevice(Device):
         for t in self._threads:
             t.start()
 
-    def __enter__(self) -> EmulatedDevice:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         free, total = self._alloc.free_bytes, self.total_memory
         return f"<EmulatedDevice {self.device_id} {self.soc_name} {total - free}/{total} bytes used>"
@@ -333,7 +329,7 @@ class EmulatedDevice(Device):
                 if last > first:
                     self._mmap.madvise(mmap.MADV_DONTNEED, first, last - first)
         if block is None:
-            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{_hex(addr)} is not the start of an allocation")
+            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{hex_address(addr)} is not the start of an allocation")
 
     def mem_info(self) -> tuple[int, int]:
         with self._mem_lock:
@@ -344,7 +340,7 @@ class EmulatedDevice(Device):
         with self._mem_lock:
             found = self._alloc.find(addr)
         if found is None:
-            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{_hex(addr)} is in no allocation")
+            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{hex_address(addr)} is in no allocation")
         return found[0], found[2]
 
     def allocation_size(self, addr: int) -> int:
@@ -352,7 +348,7 @@ class EmulatedDevice(Device):
         with self._mem_lock:
             found = self._alloc.find(addr)
         if found is None or found[0] != addr:
-            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{_hex(addr)} is not the start of an allocation")
+            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"{hex_address(addr)} is not the start of an allocation")
         return found[1]
 
     def live_allocations(self) -> dict[int, int]:
@@ -389,13 +385,13 @@ class EmulatedDevice(Device):
             found = self._alloc.find(addr)
             mem = self._mem
         if found is None:
-            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"device address {_hex(addr)} is in no allocation")
+            raise DeviceError(C.ACL_ERROR_INVALID_PARAM, f"device address {hex_address(addr)} is in no allocation")
         start, _, usable = found
         if addr + nbytes > start + usable:
             raise DeviceError(
                 C.ACL_ERROR_INVALID_PARAM,
-                f"{nbytes} bytes at {_hex(addr)} run past the end of the allocation "
-                f"[{_hex(start)}, {_hex(start + usable)})",
+                f"{nbytes} bytes at {hex_address(addr)} run past the end of the allocation "
+                f"[{hex_address(start)}, {hex_address(start + usable)})",
             )
         offset = addr - BASE_ADDRESS
         return mem[offset : offset + nbytes]
@@ -461,10 +457,10 @@ class EmulatedDevice(Device):
                     self._reach_record(entry)
                 if was_active and not s.busy:
                     self._became_idle(s)
-            code = self._wait(s, s.idle, None, C.ACL_ERROR_RT_STREAM_SYNC_TIMEOUT)
+            code = self._wait(s.idle, None, C.ACL_ERROR_RT_STREAM_SYNC_TIMEOUT, waiter=s)
             self._streams.pop(s, None)
-        if code == _CLOSED:
-            raise DeviceError(_CLOSED, "the device was closed")
+        if code == CLOSED:
+            raise DeviceError(CLOSED, "the device was closed")
 
     def submit(self, stream: Any, cmd: Command, on_done: DoneCallback = None) -> None:
         entry = _Entry(cmd, on_done)
@@ -490,19 +486,6 @@ class EmulatedDevice(Device):
                 if self._idle_workers:
                     self._work_cv.notify()
 
-    def synchronize_stream(self, stream: Any, timeout: Optional[float] = None) -> int:
-        with self._lock:
-            s = self._stream(stream, allow_destroyed=True)
-            code = self._wait(s, s.idle, timeout, C.ACL_ERROR_RT_STREAM_SYNC_TIMEOUT)
-            if code:
-                return code
-            code, s.error = s.error, 0
-            return code
-
-    def stream_query(self, stream: Any) -> bool:
-        with self._lock:
-            return self._stream(stream, allow_destroyed=True).idle()
-
     def has_work(self) -> bool:
         return self._active > 0 or bool(self._held)
 
@@ -511,18 +494,10 @@ class EmulatedDevice(Device):
             self._check_open()
             self._device_waiters += 1
             try:
-                code = self._wait(
-                    None, lambda: self._active == 0, timeout, C.ACL_ERROR_RT_STREAM_SYNC_TIMEOUT
-                )
+                code = self._wait(lambda: self._active == 0, timeout, C.ACL_ERROR_RT_STREAM_SYNC_TIMEOUT)
             finally:
                 self._device_waiters -= 1
-            if code:
-                return code
-            for s in self._streams:
-                if s.error and not code:
-                    code = s.error
-                s.error = 0
-            return code
+            return code or self._take_sticky_errors()
 
     # ---- events -------------------------------------------------------------------------------------
 
@@ -534,22 +509,6 @@ class EmulatedDevice(Device):
     def destroy_event(self, event: Any) -> None:
         with self._lock:
             self._event(event).destroyed = True
-
-    def event_query(self, event: Any) -> bool:
-        with self._lock:
-            return self._event(event, allow_destroyed=True).complete()
-
-    def synchronize_event(self, event: Any, timeout: Optional[float] = None) -> int:
-        with self._lock:
-            e = self._event(event, allow_destroyed=True)
-            target = e.last
-            e.waiters += 1
-            try:
-                return self._wait(
-                    None, lambda: target not in e.pending, timeout, C.ACL_ERROR_RT_EVENT_SYNC_TIMEOUT
-                )
-            finally:
-                e.waiters -= 1
 
     def event_elapsed_ms(self, start: Any, end: Any) -> float:
         with self._lock:
@@ -585,30 +544,6 @@ class EmulatedDevice(Device):
 
     # ---- internals ----------------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise DeviceError(_CLOSED, "the device is closed")
-
-    def _stream(self, stream: Any, allow_destroyed: bool = False) -> _Stream:
-        self._check_open()
-        if (
-            not isinstance(stream, _Stream)
-            or stream.device is not self
-            or (stream.destroyed and not allow_destroyed)
-        ):
-            raise DeviceError(C.ACL_ERROR_RT_INVALID_HANDLE, f"invalid stream {stream!r}")
-        return stream
-
-    def _event(self, event: Any, allow_destroyed: bool = False) -> _Event:
-        self._check_open()
-        if (
-            not isinstance(event, _Event)
-            or event.device is not self
-            or (event.destroyed and not allow_destroyed)
-        ):
-            raise DeviceError(C.ACL_ERROR_RT_INVALID_HANDLE, f"invalid event {event!r}")
-        return event
-
     def _handler(self, kind: type) -> Optional[Callable[[Any], None]]:
         handler = self._execute_by_type.get(kind)
         if handler is None:  # a subclass of a known command
@@ -619,17 +554,14 @@ class EmulatedDevice(Device):
                     break
         return handler
 
-    def _wait(
-        self, stream: Optional[_Stream], done: Callable[[], bool], timeout: Optional[float], timeout_code: int
-    ) -> int:
-        """Wait (lock held) until done(): 0, timeout_code, or _CLOSED."""
+    def _wait(self, done: Callable[[], bool], timeout: Optional[float], timeout_code: int, waiter: Any = None) -> int:
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
-        if stream is not None:
-            stream.waiters += 1
+        if waiter is not None:  # a stream or event: it wakes its waiters only (see _became_idle, _reach_record)
+            waiter.waiters += 1
         try:
             while True:
                 if self._closed:  # before done(): closing empties the queues
-                    return _CLOSED
+                    return CLOSED
                 if done():
                     return 0
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -640,13 +572,13 @@ class EmulatedDevice(Device):
                     if wake_at == 0.0:
                         continue
                     if wake_at is None:  # nothing runnable and not done: an event no one records
-                        return timeout_code if deadline is not None else _CLOSED
+                        return timeout_code if deadline is not None else CLOSED
                     until_held = max(0.0, wake_at - time.perf_counter())
                     remaining = until_held if remaining is None else min(remaining, until_held)
                 self._sync_cv.wait(remaining)
         finally:
-            if stream is not None:
-                stream.waiters -= 1
+            if waiter is not None:
+                waiter.waiters -= 1
 
     def _worker(self) -> None:
         lock = self._lock
@@ -682,7 +614,7 @@ class EmulatedDevice(Device):
             _, _, s, entry, code = heapq.heappop(self._held)
             lock.release()
             try:
-                _notify(entry, code)
+                call_on_done(entry.on_done, code)
             finally:
                 lock.acquire()
             self._finished(s, entry, code)
@@ -717,7 +649,7 @@ class EmulatedDevice(Device):
         started = time.perf_counter()
         cmd = entry.cmd
         if code:
-            _notify(entry, code)  # skipped: the stream's sticky error
+            call_on_done(entry.on_done, code)  # skipped: the stream's sticky error
             return code, None
         try:
             if isinstance(cmd, RecordEvent):
@@ -738,7 +670,7 @@ class EmulatedDevice(Device):
                 hold_until = 0.0
             if hold_until > time.perf_counter():
                 return code, hold_until
-        _notify(entry, code)
+        call_on_done(entry.on_done, code)
         return code, None
 
     def _finished(self, s: _Stream, entry: _Entry, code: int) -> None:
@@ -779,18 +711,3 @@ class EmulatedDevice(Device):
         self._active -= 1
         if s.waiters or (self._device_waiters and self._active == 0):
             self._sync_cv.notify_all()
-
-
-def _notify(entry: _Entry, code: int) -> None:
-    if entry.on_done is not None:
-        try:
-            entry.on_done(code)
-        except Exception:
-            log.exception("on_done callback raised")
-
-
-
-
-
-def _hex(addr: Any) -> str:
-    return hex(addr) if isinstance(addr, (int, np.integer)) else repr(addr)
