@@ -519,7 +519,11 @@ cdef class _Session:
 
 
 cdef class DaemonRuntime:
-    """pyACL through the FlexNPU daemon (the default under ``flexnpu run``)."""
+    """pyACL through the FlexNPU daemon (the default under ``flexnpu run``).
+
+    Each public method turns a ``_Failed`` into its ACL return value itself: the methods are bound
+    straight into ``acl.rt`` and ``acl.op``, and a shared wrapper would add a Python call to every
+    ACL call (a C-level try costs nothing until something fails)."""
     cdef object errors
     cdef bint initialized
     cdef dict sessions           # virtual device -> _Session

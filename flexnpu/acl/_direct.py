@@ -1179,7 +1179,7 @@ class DirectRuntime(AclRuntime):
             outs = self._tensor_args(output_desc, outputs, "output")
         except _Invalid as exc:
             return self._fail(exc.code, f"acl.op.execute_v2({op_type}): {exc.message}")
-        try:
+        try:  # _submit inlined: this is the passthrough baseline's launch path
             s.device.submit(s.raw, LaunchOp(op_type, ins, outs, attrs))
         except DeviceError as exc:
             return self._fail(exc.code, exc.message)

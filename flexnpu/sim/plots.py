@@ -26,6 +26,14 @@ def _cdf(ax, values: np.ndarray, label: str) -> None:
         ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=label)
 
 
+def _save(plt, fig, out_dir: str, name: str) -> str:
+    fig.tight_layout()
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def write_plots(results: dict[str, dict[float, SimResult]], out_dir: str, cdf_rate: float,
                 ttft_slo_s: float, tpot_slo_s: float) -> list[str]:
     """Write the four plots into ``out_dir``; return their paths."""
@@ -49,11 +57,7 @@ def write_plots(results: dict[str, dict[float, SimResult]], out_dir: str, cdf_ra
         ax.set_ylabel("fraction of requests")
         ax.set_title(f"{xlabel.split()[0]} CDF at rate x{cdf_rate:g}")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out_dir, name)
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, out_dir, name))
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for p in policies:
@@ -64,11 +68,7 @@ def write_plots(results: dict[str, dict[float, SimResult]], out_dir: str, cdf_ra
     ax.set_ylabel("SLO attainment")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "attainment_vs_rate.png")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(_save(plt, fig, out_dir, "attainment_vs_rate.png"))
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     width = 0.8 / max(1, len(policies))
@@ -80,9 +80,5 @@ def write_plots(results: dict[str, dict[float, SimResult]], out_dir: str, cdf_ra
     ax.set_xlabel("rate scale")
     ax.set_ylabel("output tokens/s")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "throughput.png")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(_save(plt, fig, out_dir, "throughput.png"))
     return paths
