@@ -292,7 +292,7 @@ class Daemon:
             clients.append(s)
         free, total = self.device.mem_info()
         f = self._finished
-        live = [c for c in self.clients.values()]
+        live = list(self.clients.values())
         launches = f["launches"] + sum(c.launches for c in live)
         dispatch_sum = f["ring_wait_ns_sum"] + sum(c.ring_wait_ns_sum for c in live)
         dispatch_max = max([f["ring_wait_ns_max"]] + [c.ring_wait_ns_max for c in live])

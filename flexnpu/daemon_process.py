@@ -15,6 +15,9 @@ from flexnpu.errors import DaemonError
 from flexnpu.shm import pid_alive
 
 READY_TIMEOUT_S = 60.0
+# A daemon runs in /: it pins no user directory, and `python -m flexnpu_daemon` cannot import a
+# source checkout that happens to be the caller's working directory instead of the installed package.
+DAEMON_CWD = "/"
 
 
 def daemon_command(device: int, backend: str, memory: int) -> list[str]:
@@ -33,7 +36,8 @@ def spawn(device: int, backend: str = "emulated", memory: int = 16 << 30, detach
     if detach:
         log = open(log_path or os.devnull, "ab")  # noqa: SIM115 - handed to the child
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                    cwd=DAEMON_CWD)
         finally:
             log.close()
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -47,7 +51,7 @@ def spawn(device: int, backend: str = "emulated", memory: int = 16 << 30, detach
             time.sleep(0.05)
         return proc
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-                            preexec_fn=die_with_parent)
+                            preexec_fn=die_with_parent, cwd=DAEMON_CWD)
     line = proc.stdout.readline()  # "READY <socket> pid <pid>", or an error, or EOF
     if not line.startswith("READY"):
         proc.wait(10)

@@ -42,7 +42,7 @@ def daemon_acl(memory_bytes: int) -> tuple[Any, Callable[[], None]]:
     path = tempfile.mkdtemp(prefix="flexnpu-acl-")
     env = runtime_dir_env(path)
     env.__enter__()
-    daemon = DaemonProcess(memory=str(memory_bytes))
+    daemon = DaemonProcess(memory=memory_bytes)
     acl = make_client()
 
     def cleanup() -> None:

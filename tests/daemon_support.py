@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from flexnpu import control
-from flexnpu.daemon_process import die_with_parent
+from flexnpu import control, daemon_process
 
 
 @contextlib.contextmanager
@@ -29,19 +26,11 @@ def runtime_dir_env(path: str) -> Iterator[None]:
 
 
 class DaemonProcess:
-    """A `python -m flexnpu_daemon` child; `stop()` is idempotent."""
+    """A device daemon child, started and stopped as ``flexnpu run`` does it; `stop()` is idempotent."""
 
-    def __init__(self, device: int = 0, memory: str = "256MiB"):
+    def __init__(self, device: int = 0, memory: int = 256 << 20):
         self.device = device
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flexnpu_daemon", "--device", str(device), "--memory", memory],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-            preexec_fn=die_with_parent,  # a crashed test run leaves no daemon behind
-        )
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY"):
-            self.proc.wait(10)
-            raise RuntimeError(f"daemon did not start: {line!r}")
+        self.proc = daemon_process.spawn(device, memory=memory)  # a crashed test run leaves no daemon behind
         self.pid = self.proc.pid
 
     def status(self) -> dict[str, Any]:
@@ -58,15 +47,7 @@ class DaemonProcess:
 
     def stop(self) -> int:
         if self.proc.poll() is None:
-            try:
-                control.request(self.device, {"op": "stop"}, timeout=5.0)
-            except Exception:
-                self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            daemon_process.stop(self.device, self.proc, timeout=20.0)
         self.proc.stdout.close()
         return self.proc.returncode
 

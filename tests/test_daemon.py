@@ -33,7 +33,7 @@ def rtdir(tmp_path):
 
 @pytest.fixture
 def daemon(rtdir):
-    d = DaemonProcess(memory="256MiB")
+    d = DaemonProcess(memory=256 << 20)
     yield d
     assert d.stop() == 0, "the daemon did not exit cleanly"
 
@@ -205,7 +205,7 @@ def test_malformed_records_get_error_codes_and_hurt_no_one_else(daemon):
 
 
 def test_exceeding_memory_is_an_allocation_error_and_loses_nothing(rtdir):
-    d = DaemonProcess(memory="64MiB")
+    d = DaemonProcess(memory=64 << 20)
     try:
         acl = client()
         keep = upload(acl, np.arange(100, dtype=np.int64))
@@ -298,6 +298,20 @@ def test_cli_daemon_start_status_stop(rtdir):
     assert r.returncode == 0 and "stopped" in r.stdout
     assert json.loads(_flexnpu("status", "--json").stdout)["daemons"] == []
     assert _flexnpu("daemon", "stop", "--device", "3").returncode == 1
+
+
+def test_daemon_started_inside_a_foreign_checkout_imports_the_installed_package(rtdir, tmp_path, monkeypatch):
+    # `python -m` puts the working directory first on sys.path: a daemon started there would import
+    # these broken packages instead of the installed ones, and never come up
+    for package in ("flexnpu", "flexnpu_daemon"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("raise ImportError('a source checkout, not built')\n")
+    monkeypatch.chdir(tmp_path)
+    d = DaemonProcess()
+    try:
+        assert control.request(d.device, {"op": "ping"})["pid"] == d.pid
+    finally:
+        assert d.stop() == 0
 
 
 def test_runtime_dir_is_private(rtdir):

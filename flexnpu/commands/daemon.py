@@ -33,6 +33,7 @@ def _start(args) -> int:
     from flexnpu.errors import DaemonError
 
     if args.foreground:
+        os.chdir(daemon_process.DAEMON_CWD)
         os.execv(sys.executable, daemon_process.daemon_command(args.device, args.backend, args.memory))
     if control.is_running(args.device):
         print(f"flexnpu: a daemon already serves device {args.device}", file=sys.stderr)
